@@ -1,0 +1,248 @@
+"""The sharpness-aware gradient estimators behind `sam.make` (see docs/sharpness-aware.md).
+
+An `Estimator` is a frozen (hashable, jit-static) description of a method; `gradient` is a pure
+function of (params, batch, state, rng) that returns the gradient to hand to the base optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax.tree_utils as otu
+
+from looksam.sam import batching, esam, look, perturb
+
+METHODS = ("none", "sam", "sam_k", "looksam", "layersam", "look_layersam", "esam")
+PERIODIC = ("sam_k", "looksam", "look_layersam")
+REUSES_G_V = ("looksam", "look_layersam")
+LAYERWISE = ("layersam", "look_layersam")
+
+# Each method's own hyper-parameters; `microbatch` applies to all, `adaptive` and `m` to every
+# method with a perturbation.
+HPARAMS = {
+    "none": (),
+    "sam": ("rho",),
+    "sam_k": ("rho", "k"),
+    "looksam": ("rho", "k", "alpha"),
+    "layersam": ("rho",),
+    "look_layersam": ("rho", "k", "alpha"),
+    "esam": ("rho", "beta", "gamma"),
+}
+DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, adaptive=False, m=None,
+                microbatch=None)
+
+
+class EstimatorState(NamedTuple):
+    step: jax.Array  # int32 global step t: counts every call, survives checkpoint/resume
+    g_v: Any  # LookSAM's stored orthogonal component (a params-shaped pytree), else None
+
+
+class GradientOutput(NamedTuple):
+    aux: Any  # aux of the clean pass (BatchNorm statistics come from there)
+    metrics: dict  # scalar arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimator:
+    method: str
+    rho: float = DEFAULTS["rho"]
+    k: int = DEFAULTS["k"]
+    alpha: float = DEFAULTS["alpha"]
+    beta: float = DEFAULTS["beta"]
+    gamma: float = DEFAULTS["gamma"]
+    adaptive: bool = False
+    m: int | None = None
+    microbatch: int | None = None
+
+    # ---- host-side schedule and cost -------------------------------------------------------
+    @property
+    def perturbs(self) -> bool:
+        return self.method != "none"
+
+    @property
+    def period(self) -> int:
+        return self.k if self.method in PERIODIC else 1
+
+    def is_sam_step(self, t: int) -> bool:
+        """Whether global step t is a SAM step (a Python bool, decided on the host)."""
+        return self.perturbs and int(t) % self.period == 0
+
+    def passes(self, sam_step: bool) -> float:
+        """Cost of one step in forward+backward passes (a forward alone counts 1/3)."""
+        if not (sam_step and self.perturbs):
+            return 1.0
+        if self.method == "esam" and self.gamma < 1:
+            return 1.0 + 1.0 / 3.0 + self.gamma
+        return 2.0
+
+    @property
+    def ideal_cost(self) -> float:
+        """Mean passes per step over one period: the spec's ideal step-time ratio to `none`."""
+        return (self.passes(True) + (self.period - 1) * self.passes(False)) / self.period
+
+    # ---- state --------------------------------------------------------------------------
+    def init(self, params) -> EstimatorState:
+        g_v = otu.tree_zeros_like(params) if self.method in REUSES_G_V else None
+        return EstimatorState(step=jnp.zeros([], jnp.int32), g_v=g_v)
+
+    # ---- the gradient -------------------------------------------------------------------
+    def gradient(self, loss_fn, params, batch, state, rng=None, sam_step=None):
+        """Returns (grads, new_state, GradientOutput(aux, metrics)).
+
+        sam_step: static True/False compiles only that branch (the trainer decides on the host
+        with `is_sam_step`); None decides in-graph from `state.step` with `lax.cond`.
+        """
+        self._check_batch(batch)
+        if self.method == "esam" and self.beta < 1 and rng is None:
+            raise ValueError("esam with beta < 1 draws its weight mask from `rng`: pass a PRNG key")
+        if sam_step is None:
+            if self.period == 1:
+                sam_step = self.perturbs
+            else:
+                return jax.lax.cond(
+                    state.step % self.period == 0,
+                    lambda: self.gradient(loss_fn, params, batch, state, rng, sam_step=True),
+                    lambda: self.gradient(loss_fn, params, batch, state, rng, sam_step=False),
+                )
+        if sam_step and not self.perturbs:
+            raise ValueError("method 'none' has no SAM steps: pass sam_step=False or None")
+        if not sam_step and self.perturbs and self.period == 1:
+            raise ValueError(f"method {self.method!r} perturbs every step: pass sam_step=True or None")
+        step = self._sam_step if sam_step else self._clean_step
+        grads, g_v, aux, metrics = step(loss_fn, params, batch, state.g_v, rng)
+        return grads, EstimatorState(state.step + 1, g_v), GradientOutput(aux, metrics)
+
+    def _clean_step(self, loss_fn, params, batch, g_v, rng):
+        """A step without a perturbation: `none`, or a reuse step of sam_k / LookSAM."""
+        del rng
+        g, losses, aux = self._over_groups(
+            lambda b, size: batching.mean_grad(loss_fn, params, b, size), batch)
+        grads = look.reuse(g, g_v, self.alpha) if self.method in REUSES_G_V else g
+        metrics = dict(sam_step=jnp.float32(0), loss=jnp.mean(losses), grad_norm=otu.tree_norm(g))
+        if self.perturbs:
+            metrics["cos_g_gs"] = look.cosine(g, grads)
+        if g_v is not None:
+            metrics["g_v_norm"] = otu.tree_norm(g_v)
+        return grads, g_v, aux, metrics
+
+    def _sam_step(self, loss_fn, params, batch, g_v, rng):
+        def group(b, size):
+            return self._perturbed_gradients(loss_fn, params, b, rng, size)
+
+        (g, g_s), (losses, sharpness), aux = self._over_groups(group, batch)
+        if self.method in REUSES_G_V:
+            g_v = look.orthogonal_component(g, g_s)
+        metrics = dict(sam_step=jnp.float32(1), loss=jnp.mean(losses), grad_norm=otu.tree_norm(g),
+                       cos_g_gs=look.cosine(g, g_s))
+        if g_v is not None:
+            metrics["g_v_norm"] = otu.tree_norm(g_v)
+        if self.method == "esam":
+            group_size = self.m or batching.batch_size(batch)
+            metrics["selected_fraction"] = jnp.float32(
+                esam.sds_count(self.gamma, group_size) / group_size)
+            metrics["sharpness"] = jnp.mean(sharpness)
+        return g_s, g_v, aux, metrics
+
+    def _perturbed_gradients(self, loss_fn, params, batch, rng, size):
+        """On one group: ((g, g_s), (l_i(w), s_i), aux); ESAM's SDS when gamma < 1."""
+        n = batching.batch_size(batch)
+        g, losses, aux = batching.mean_grad(loss_fn, params, batch, size)
+        perturbed = otu.tree_add(params, self._epsilon(params, g, rng))
+        if self.method == "esam" and self.gamma < 1:
+            sharpness = batching.forward_losses(loss_fn, perturbed, batch, size) - losses
+            subset = batching.take(batch, esam.sds_select(sharpness, self.gamma))
+            g_s = batching.mean_grad(loss_fn, perturbed, subset, size)[0]
+        else:
+            g_s, perturbed_losses, _ = batching.weighted_grad(
+                loss_fn, perturbed, batch, jnp.full((n,), 1.0 / n, jnp.float32), size)
+            sharpness = perturbed_losses - losses
+        return (g, g_s), (losses, sharpness), aux
+
+    def _epsilon(self, params, g, rng):
+        rho = self.rho
+        if self.method == "esam" and self.beta < 1:
+            g = esam.apply_mask(esam.swp_mask(rng, params, self.beta), g)
+            rho = rho / self.beta
+        if self.adaptive:
+            return perturb.adaptive_epsilon(params, g, rho)
+        if self.method in LAYERWISE:
+            return perturb.layer_epsilon(params, g, rho)
+        return perturb.sam_epsilon(params, g, rho)
+
+    def _over_groups(self, fn, batch):
+        """fn(group_batch, microbatch) -> (sums, per_example, aux) over the whole batch.
+
+        m = None: one group, microbatched inside fn. m-sharpness: groups of m examples vmapped,
+        `microbatch / m` groups per scanned chunk; sums become means over groups.
+        """
+        if self.m is None:
+            return fn(batch, self.microbatch)
+        num_groups = batching.batch_size(batch) // self.m
+
+        def chunk(b):
+            sums, per_example, aux = jax.vmap(lambda g: fn(g, None))(batching.split(b, self.m))
+            return (jax.tree.map(lambda x: x.sum(0), sums), batching.merge(per_example),
+                    batching.reduce_aux(aux))
+
+        sums, per_example, aux = batching.accumulate(chunk, batch, self.microbatch)
+        return otu.tree_scale(1.0 / num_groups, sums), per_example, aux
+
+    def _check_batch(self, batch):
+        n = batching.batch_size(batch)
+        if self.m is not None and n % self.m:
+            raise ValueError(f"m={self.m} must divide the per-step batch of {n} examples")
+        if self.microbatch is not None and n % self.microbatch:
+            raise ValueError(
+                f"microbatch={self.microbatch} must divide the per-step batch of {n} examples")
+
+
+def make(method: str, **hparams) -> Estimator:
+    """Builds a validated estimator: `make("looksam", rho=0.05, k=5, alpha=0.7)`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown sharpness-aware method {method!r}; choose one of {METHODS}")
+    allowed = set(HPARAMS[method]) | {"microbatch"}
+    if method != "none":
+        allowed |= {"adaptive", "m"}
+    unexpected = sorted(set(hparams) - allowed)
+    if unexpected:
+        raise ValueError(f"method {method!r} takes {sorted(allowed)}; got unexpected {unexpected}")
+    hp = {**DEFAULTS, **hparams}
+    _check_real(hp["rho"], "rho", "rho >= 0", lambda v: v >= 0)
+    _check_real(hp["alpha"], "alpha", "alpha >= 0", lambda v: v >= 0)
+    _check_real(hp["beta"], "beta", "0 < beta <= 1", lambda v: 0 < v <= 1)
+    _check_real(hp["gamma"], "gamma", "0 < gamma <= 1", lambda v: 0 < v <= 1)
+    _check_int(hp["k"], "k", allow_none=False)
+    for name in ("m", "microbatch"):
+        _check_int(hp[name], name, allow_none=True)
+    if not isinstance(hp["adaptive"], bool):
+        raise ValueError(f"adaptive must be True or False, got {hp['adaptive']!r}")
+    if hp["adaptive"] and method in LAYERWISE:
+        raise ValueError(f"adaptive=True does not combine with {method}'s layer-wise scaling xi: "
+                         "use adaptive with sam, sam_k, looksam or esam")
+    m, mb = hp["m"], hp["microbatch"]
+    if m is not None and mb is not None and mb % m:
+        raise ValueError(f"microbatch={mb} must be a multiple of m={m}: each microbatch holds "
+                         "whole m-sharpness groups")
+    return Estimator(method=method, rho=float(hp["rho"]), k=int(hp["k"]),
+                     alpha=float(hp["alpha"]), beta=float(hp["beta"]),
+                     gamma=float(hp["gamma"]), adaptive=hp["adaptive"],
+                     m=None if m is None else int(m), microbatch=None if mb is None else int(mb))
+
+
+def _check_real(value, name, valid, ok):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or not ok(value):
+        raise ValueError(f"{name}={value!r} is out of range: need {valid}")
+
+
+def _check_int(value, name, allow_none):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}={value!r} is out of range: need an integer >= 1"
+                         + (" (or None)" if allow_none else ""))

@@ -1,0 +1,73 @@
+"""Small problems shared by the tests: an MLP without state and a net with BatchNorm."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.tanh(nn.Dense(8)(x))
+        return nn.Dense(3)(x)
+
+
+class BNNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=True):
+        x = nn.Dense(8)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.Dense(3)(nn.tanh(x))
+
+
+def make_batch(seed, n=12, dim=5, classes=3):
+    kx, ky = jax.random.split(jax.random.key(seed))
+    return {"x": jax.random.normal(kx, (n, dim)), "y": jax.random.randint(ky, (n,), 0, classes)}
+
+
+class Problem:
+    def __init__(self, loss_fn, params, batch_fn, has_state):
+        self.loss_fn, self.params, self.batch_fn, self.has_state = loss_fn, params, batch_fn, has_state
+
+    def batch(self, seed=0, n=12):
+        return self.batch_fn(seed, n)
+
+
+def mlp_problem():
+    model = MLP()
+    params = model.init(jax.random.key(1), jnp.zeros((1, 5)))["params"]
+
+    def loss_fn(p, b):
+        logits = model.apply({"params": p}, b["x"])
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, b["y"])
+        return losses, {"logits_mean": logits.mean()}
+
+    return Problem(loss_fn, params, make_batch, has_state=False)
+
+
+def bn_problem():
+    model = BNNet()
+    variables = model.init(jax.random.key(2), jnp.ones((4, 5)))
+    stats = jax.tree.map(lambda x: x + 0.3, variables["batch_stats"])
+
+    def loss_fn(p, b):
+        logits, updates = model.apply({"params": p, "batch_stats": stats}, b["x"],
+                                      mutable=["batch_stats"])
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, b["y"])
+        return losses, updates["batch_stats"]
+
+    return Problem(loss_fn, variables["params"], make_batch, has_state=True)
+
+
+@pytest.fixture(params=["mlp", "bn"])
+def problem(request):
+    return mlp_problem() if request.param == "mlp" else bn_problem()
+
+
+@pytest.fixture
+def mlp():
+    return mlp_problem()
