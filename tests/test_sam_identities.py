@@ -138,8 +138,9 @@ def test_zero_gradient_gives_finite_results(method, adaptive):
 
 
 @pytest.mark.parametrize("method", ["sam_k", "looksam", "look_layersam"])
-def test_in_graph_schedule_equals_host_dispatch(mlp, method):
-    est = sam.make(method, rho=0.3, k=3)
+@pytest.mark.parametrize("in_graph", ["auto", "cond", "select"])
+def test_in_graph_schedule_equals_host_dispatch(mlp, method, in_graph):
+    est = sam.make(method, rho=0.3, k=3, in_graph=in_graph)
     host = jax.jit(lambda p, b, s, flag: est.gradient(mlp.loss_fn, p, b, s, sam_step=flag),
                    static_argnums=3)
     graph = jax.jit(lambda p, b, s: est.gradient(mlp.loss_fn, p, b, s))
@@ -175,6 +176,7 @@ def test_schedule_and_cost():
     ("lookasm", {}, "unknown sharpness-aware method"), ("sam", dict(k=5), "unexpected ['k']"),
     ("sam", dict(m=0), "m=0"), ("layersam", dict(adaptive=True), "adaptive"),
     ("sam", dict(m=4, microbatch=6), "multiple of m"), ("sam", dict(rho=float("nan")), "rho"),
+    ("looksam", dict(in_graph="while"), "in_graph"),
 ])
 def test_bad_hyper_parameters_are_rejected(method, hp, words):
     with pytest.raises(ValueError, match=None) as info:

@@ -59,7 +59,12 @@ def accumulate(f, xs, size):
         part, per_example, aux = f(chunk)
         return otu.tree_add(total, part), (per_example, aux)
 
-    total, (per_example, aux) = jax.lax.scan(body, otu.tree_zeros_like(total_shape), chunks)
+    # XLA:CPU runs convolution gradients inside a loop body 30-70x slower than outside one (jax
+    # issue 12868; measured here with a small CNN: 7.2 s rolled, 0.19 s unrolled, 4 chunks), so
+    # on CPU the loop is unrolled. Accelerators keep the rolled loop and its constant compile time.
+    unroll = True if jax.default_backend() == "cpu" else 1
+    total, (per_example, aux) = jax.lax.scan(body, otu.tree_zeros_like(total_shape), chunks,
+                                             unroll=unroll)
     return total, merge(per_example), reduce_aux(aux)
 
 

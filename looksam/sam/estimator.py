@@ -34,7 +34,8 @@ HPARAMS = {
     "esam": ("rho", "beta", "gamma"),
 }
 DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, adaptive=False, m=None,
-                microbatch=None)
+                microbatch=None, in_graph="auto")
+IN_GRAPH = ("auto", "cond", "select")
 
 
 class EstimatorState(NamedTuple):
@@ -58,6 +59,7 @@ class Estimator:
     adaptive: bool = False
     m: int | None = None
     microbatch: int | None = None
+    in_graph: str = "auto"  # how sam_step=None branches: "cond", "select", "auto" (by backend)
 
     # ---- host-side schedule and cost -------------------------------------------------------
     @property
@@ -95,7 +97,7 @@ class Estimator:
         """Returns (grads, new_state, GradientOutput(aux, metrics)).
 
         sam_step: static True/False compiles only that branch (the trainer decides on the host
-        with `is_sam_step`); None decides in-graph from `state.step` with `lax.cond`.
+        with `is_sam_step`); None decides in-graph from `state.step` (see `_in_graph`).
         """
         self._check_batch(batch)
         if self.method == "esam" and self.beta < 1 and rng is None:
@@ -104,31 +106,59 @@ class Estimator:
             if self.period == 1:
                 sam_step = self.perturbs
             else:
-                return jax.lax.cond(
-                    state.step % self.period == 0,
-                    lambda: self.gradient(loss_fn, params, batch, state, rng, sam_step=True),
-                    lambda: self.gradient(loss_fn, params, batch, state, rng, sam_step=False),
-                )
+                return self._in_graph(loss_fn, params, batch, state, rng)
         if sam_step and not self.perturbs:
             raise ValueError("method 'none' has no SAM steps: pass sam_step=False or None")
         if not sam_step and self.perturbs and self.period == 1:
             raise ValueError(f"method {self.method!r} perturbs every step: pass sam_step=True or None")
         step = self._sam_step if sam_step else self._clean_step
-        grads, g_v, aux, metrics = step(loss_fn, params, batch, state.g_v, rng)
+        grads, _, g_v, aux, metrics = step(loss_fn, params, batch, state.g_v, rng)
         return grads, EstimatorState(state.step + 1, g_v), GradientOutput(aux, metrics)
 
+    def _in_graph(self, loss_fn, params, batch, state, rng):
+        """Decides the SAM step from state.step inside the compiled graph.
+
+        "cond" runs only the taken branch; "select" computes the SAM step every time and picks
+        the reuse result from the same clean gradient (cost of a SAM step, but no control flow).
+        On XLA:CPU a convolution's gradient inside a `lax.cond` branch ran 70-80x slower than
+        outside one (scripts/bench_methods.py: 18.9 s against 0.27 s per step), so "auto" selects
+        on CPU and uses `lax.cond` on accelerators.
+        """
+        is_sam = state.step % self.period == 0
+        mode = self.in_graph
+        if mode == "auto":
+            mode = "select" if jax.default_backend() == "cpu" else "cond"
+        if mode == "cond":
+            return jax.lax.cond(
+                is_sam,
+                lambda: self.gradient(loss_fn, params, batch, state, rng, sam_step=True),
+                lambda: self.gradient(loss_fn, params, batch, state, rng, sam_step=False))
+        g_s, g, g_v, aux, metrics = self._sam_step(loss_fn, params, batch, state.g_v, rng)
+        reuse = self._reuse(g, state.g_v)
+        reuse_metrics = self._metrics(g, reuse, state.g_v, metrics["loss"], sam_step=False)
+        pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(is_sam, x, y), a, b)  # noqa: E731
+        return (pick(g_s, reuse), EstimatorState(state.step + 1, pick(g_v, state.g_v)),
+                GradientOutput(aux, pick(metrics, reuse_metrics)))
+
+    def _metrics(self, g, grads, g_v, loss, sam_step):
+        metrics = dict(sam_step=jnp.float32(sam_step), loss=loss, grad_norm=otu.tree_norm(g))
+        if self.perturbs:
+            metrics["cos_g_gs"] = look.cosine(g, grads)
+        if g_v is not None:
+            metrics["g_v_norm"] = otu.tree_norm(g_v)
+        return metrics
+
+    # Both steps return (gradient for the optimizer, clean gradient g, g_v, aux, metrics).
     def _clean_step(self, loss_fn, params, batch, g_v, rng):
         """A step without a perturbation: `none`, or a reuse step of sam_k / LookSAM."""
         del rng
         g, losses, aux = self._over_groups(
             lambda b, size: batching.mean_grad(loss_fn, params, b, size), batch)
-        grads = look.reuse(g, g_v, self.alpha) if self.method in REUSES_G_V else g
-        metrics = dict(sam_step=jnp.float32(0), loss=jnp.mean(losses), grad_norm=otu.tree_norm(g))
-        if self.perturbs:
-            metrics["cos_g_gs"] = look.cosine(g, grads)
-        if g_v is not None:
-            metrics["g_v_norm"] = otu.tree_norm(g_v)
-        return grads, g_v, aux, metrics
+        grads = self._reuse(g, g_v)
+        return grads, g, g_v, aux, self._metrics(g, grads, g_v, jnp.mean(losses), sam_step=False)
+
+    def _reuse(self, g, g_v):
+        return look.reuse(g, g_v, self.alpha) if self.method in REUSES_G_V else g
 
     def _sam_step(self, loss_fn, params, batch, g_v, rng):
         def group(b, size):
@@ -137,16 +167,13 @@ class Estimator:
         (g, g_s), (losses, sharpness), aux = self._over_groups(group, batch)
         if self.method in REUSES_G_V:
             g_v = look.orthogonal_component(g, g_s)
-        metrics = dict(sam_step=jnp.float32(1), loss=jnp.mean(losses), grad_norm=otu.tree_norm(g),
-                       cos_g_gs=look.cosine(g, g_s))
-        if g_v is not None:
-            metrics["g_v_norm"] = otu.tree_norm(g_v)
+        metrics = self._metrics(g, g_s, g_v, jnp.mean(losses), sam_step=True)
         if self.method == "esam":
             group_size = self.m or batching.batch_size(batch)
             metrics["selected_fraction"] = jnp.float32(
                 esam.sds_count(self.gamma, group_size) / group_size)
             metrics["sharpness"] = jnp.mean(sharpness)
-        return g_s, g_v, aux, metrics
+        return g_s, g, g_v, aux, metrics
 
     def _perturbed_gradients(self, loss_fn, params, batch, rng, size):
         """On one group: ((g, g_s), (l_i(w), s_i), aux); ESAM's SDS when gamma < 1."""
@@ -205,7 +232,7 @@ def make(method: str, **hparams) -> Estimator:
     """Builds a validated estimator: `make("looksam", rho=0.05, k=5, alpha=0.7)`."""
     if method not in METHODS:
         raise ValueError(f"unknown sharpness-aware method {method!r}; choose one of {METHODS}")
-    allowed = set(HPARAMS[method]) | {"microbatch"}
+    allowed = set(HPARAMS[method]) | {"microbatch", "in_graph"}
     if method != "none":
         allowed |= {"adaptive", "m"}
     unexpected = sorted(set(hparams) - allowed)
@@ -224,6 +251,8 @@ def make(method: str, **hparams) -> Estimator:
     if hp["adaptive"] and method in LAYERWISE:
         raise ValueError(f"adaptive=True does not combine with {method}'s layer-wise scaling xi: "
                          "use adaptive with sam, sam_k, looksam or esam")
+    if hp["in_graph"] not in IN_GRAPH:
+        raise ValueError(f"in_graph={hp['in_graph']!r}: choose one of {IN_GRAPH}")
     m, mb = hp["m"], hp["microbatch"]
     if m is not None and mb is not None and mb % m:
         raise ValueError(f"microbatch={mb} must be a multiple of m={m}: each microbatch holds "
@@ -231,7 +260,8 @@ def make(method: str, **hparams) -> Estimator:
     return Estimator(method=method, rho=float(hp["rho"]), k=int(hp["k"]),
                      alpha=float(hp["alpha"]), beta=float(hp["beta"]),
                      gamma=float(hp["gamma"]), adaptive=hp["adaptive"],
-                     m=None if m is None else int(m), microbatch=None if mb is None else int(mb))
+                     m=None if m is None else int(m), microbatch=None if mb is None else int(mb),
+                     in_graph=hp["in_graph"])
 
 
 def _check_real(value, name, valid, ok):

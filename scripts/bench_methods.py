@@ -1,0 +1,186 @@
+#!/usr/bin/env python
+"""Step time of every sharpness-aware method, side by side in one process.
+
+Each method's train step (estimator gradient + SGD-momentum update, BatchNorm statistics from the
+clean pass) is compiled once per branch, then the methods are timed in interleaved blocks of
+`--steps` steps (compile excluded, `block_until_ready` at the end of each block), rotating the
+order every round; the table shows the median over rounds. The batch is sharded over every local
+device (`--host-devices N` simulates N CPU devices).
+
+    python scripts/bench_methods.py                       # CNN widths 32-64-128, batch 128, 32x32
+    python scripts/bench_methods.py --methods none sam looksam-5 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+# label -> (method, hyper-parameters, decide SAM steps in-graph?)
+METHODS = {
+    "none": ("none", {}, False),
+    "sam": ("sam", {}, False),
+    "sam_k-5": ("sam_k", dict(k=5), False),
+    "looksam-5": ("looksam", dict(k=5, alpha=0.7), False),
+    "looksam-5-in-graph": ("looksam", dict(k=5, alpha=0.7), True),
+    "layersam": ("layersam", {}, False),
+    "look_layersam-5": ("look_layersam", dict(k=5, alpha=0.7), False),
+    "esam": ("esam", dict(beta=0.6, gamma=0.5), False),
+    "esam-swp": ("esam", dict(beta=0.6, gamma=1.0), False),
+    "esam-sds": ("esam", dict(beta=1.0, gamma=0.5), False),
+}
+DEFAULT = ["none", "sam", "sam_k-5", "looksam-5", "look_layersam-5", "esam", "looksam-5-in-graph"]
+# Acceptance targets on a compute-bound CPU step (issue 2): ratio of step time to `none`.
+TARGETS = {"sam": 2.05, "sam_k-5": 1.25, "looksam-5": 1.25, "look_layersam-5": 1.27}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=DEFAULT, choices=sorted(METHODS))
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--steps", type=int, default=10, help="steps per timed block (a multiple of k)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rho", type=float, default=0.05)
+    p.add_argument("--host-devices", type=int, default=None,
+                   help="simulate N CPU devices (sets XLA_FLAGS before JAX starts)")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.host_devices:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + f" --xla_force_host_platform_device_count={args.host_devices}")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from looksam import models, optim, sam
+
+    devices = jax.devices()
+    if args.batch % len(devices):
+        sys.exit(f"--batch {args.batch} must divide over {len(devices)} devices")
+    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+    model = models.create("cnn", widths=tuple(args.widths), num_classes=10)
+    rng = np.random.default_rng(0)
+    batch = jax.device_put({
+        "image": rng.standard_normal((args.batch, args.image_size, args.image_size, 3), np.float32),
+        "label": rng.integers(0, 10, (args.batch,), np.int32)}, sharded)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, args.image_size, args.image_size, 3)))
+    tx = optim.optimizer("sgd", 0.01, momentum=0.9, weight_decay=5e-4)
+    n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
+
+    def make_runner(label):
+        method, hp, in_graph = METHODS[label]
+        est = sam.make(method, **hp) if method == "none" else sam.make(method, rho=args.rho, **hp)
+
+        def train_step(state, batch, rng, sam_step):
+            params, stats, opt_state, est_state = state
+
+            def loss_fn(p, b):
+                logits, new = model.apply({"params": p, "batch_stats": stats}, b["image"],
+                                          mutable=["batch_stats"])
+                return optax.softmax_cross_entropy_with_integer_labels(logits, b["label"]), new
+
+            grads, est_state, out = est.gradient(loss_fn, params, batch, est_state, rng,
+                                                 sam_step=sam_step)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, out.aux["batch_stats"], opt_state, est_state), out.metrics["loss"]
+
+        # Host copies: every runner owns its buffers, since each step donates them.
+        state = jax.device_put(jax.tree.map(np.array, (
+            variables["params"], variables["batch_stats"], tx.init(variables["params"]),
+            est.init(variables["params"]))), replicated)
+        branches = [None] if in_graph else sorted({est.is_sam_step(t) for t in range(est.period)})
+        compiled, flops, compile_s = {}, {}, 0.0
+        for branch in branches:
+            fn = jax.jit(lambda s, b, r, _branch=branch: train_step(s, b, r, _branch),
+                         donate_argnums=0)
+            t0 = time.perf_counter()
+            compiled[branch] = fn.lower(state, batch, jax.random.key(0)).compile()
+            compile_s += time.perf_counter() - t0
+            cost = compiled[branch].cost_analysis()
+            flops[branch] = (cost[0] if isinstance(cost, list) else cost)["flops"]
+        schedule = [None if in_graph else est.is_sam_step(t) for t in range(est.period)]
+        mean_flops = sum(flops[b] for b in schedule) / len(schedule)
+        return dict(est=est, state=state, compiled=compiled, t=0, flops=mean_flops,
+                    compile_s=compile_s, times=[])
+
+    def run_block(r, steps):
+        state = r["state"]
+        for _ in range(steps):
+            t = r["t"]
+            branch = None if None in r["compiled"] else r["est"].is_sam_step(t)
+            state, loss = r["compiled"][branch](state, batch, jax.random.key(t))
+            r["t"] = t + 1
+        jax.block_until_ready(state)
+        r["state"] = state
+        return loss
+
+    print(f"jax {jax.__version__} on {len(devices)} x {devices[0].device_kind}; model cnn "
+          f"widths {args.widths} ({n_params / 1e6:.2f}M params), batch {args.batch} at "
+          f"{args.image_size}x{args.image_size}, SGD-momentum, rho {args.rho}", flush=True)
+    runners = {}
+    for label in args.methods:
+        runners[label] = make_runner(label)
+        print(f"  compiled {label:<20} {runners[label]['compile_s']:6.1f} s", flush=True)
+    for r in runners.values():  # one untimed block each: first-run allocations, caches
+        run_block(r, args.steps)
+    labels = list(runners)
+    for i in range(args.rounds):
+        for label in labels[i % len(labels):] + labels[:i % len(labels)]:
+            t0 = time.perf_counter()
+            loss = run_block(runners[label], args.steps)
+            runners[label]["times"].append((time.perf_counter() - t0) / args.steps)
+            if not np.isfinite(float(loss)):
+                sys.exit(f"{label}: non-finite loss {float(loss)}")
+        print(f"  round {i + 1}/{args.rounds} done", flush=True)
+
+    base = runners.get("none")
+    base_s = statistics.median(base["times"]) if base else None
+    rows = []
+    for label, r in runners.items():
+        sec = statistics.median(r["times"])
+        rows.append(dict(
+            method=label, ms_per_step=1e3 * sec, images_per_sec=args.batch / sec,
+            ratio=sec / base_s if base else None,
+            spread=(max(r["times"]) - min(r["times"])) / sec,
+            flop_ratio=r["flops"] / base["flops"] if base else None,
+            ideal=r["est"].ideal_cost, target=TARGETS.get(label)))
+    if base and "sam" in runners and "esam" in runners:
+        next(row for row in rows if row["method"] == "esam")["target"] = next(
+            row["ratio"] for row in rows if row["method"] == "sam")
+
+    print()
+    print("| method | ms/step | images/s | ratio to none | FLOP ratio | ideal (spec) | target | met |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for row in rows:
+        met = "" if row["target"] is None or row["ratio"] is None else (
+            "yes" if row["ratio"] <= row["target"] else "NO")
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+        print(f"| {row['method']} | {row['ms_per_step']:.1f} | {row['images_per_sec']:.0f} | "
+              f"{fmt(row['ratio'], '.3f')} | {fmt(row['flop_ratio'], '.3f')} | "
+              f"{row['ideal']:.3f} | {fmt(row['target'], '.3f')} | {met} |")
+    print(f"\nmedian of {args.rounds} rounds x {args.steps} steps; max spread between rounds "
+          f"{max(r['spread'] for r in rows):.1%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(args=vars(args), jax=jax.__version__, devices=len(devices),
+                           device_kind=devices[0].device_kind, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
