@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) -q $(PYTEST_ARGS)
 
+# pytest exits 5 when no test carries the marker: that is not a failure here.
 test-slow: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m slow -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-all: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) -q $(PYTEST_ARGS)

@@ -20,18 +20,20 @@ import statistics
 import sys
 import time
 
-# label -> (method, hyper-parameters, decide SAM steps in-graph?)
+# label -> (method, hyper-parameters, in-graph mode or None for host dispatch of SAM steps)
 METHODS = {
-    "none": ("none", {}, False),
-    "sam": ("sam", {}, False),
-    "sam_k-5": ("sam_k", dict(k=5), False),
-    "looksam-5": ("looksam", dict(k=5, alpha=0.7), False),
-    "looksam-5-in-graph": ("looksam", dict(k=5, alpha=0.7), True),
-    "layersam": ("layersam", {}, False),
-    "look_layersam-5": ("look_layersam", dict(k=5, alpha=0.7), False),
-    "esam": ("esam", dict(beta=0.6, gamma=0.5), False),
-    "esam-swp": ("esam", dict(beta=0.6, gamma=1.0), False),
-    "esam-sds": ("esam", dict(beta=1.0, gamma=0.5), False),
+    "none": ("none", {}, None),
+    "sam": ("sam", {}, None),
+    "sam_k-5": ("sam_k", dict(k=5), None),
+    "looksam-5": ("looksam", dict(k=5, alpha=0.7), None),
+    "looksam-5-in-graph": ("looksam", dict(k=5, alpha=0.7), "auto"),
+    "looksam-5-cond": ("looksam", dict(k=5, alpha=0.7), "cond"),
+    "looksam-5-select": ("looksam", dict(k=5, alpha=0.7), "select"),
+    "layersam": ("layersam", {}, None),
+    "look_layersam-5": ("look_layersam", dict(k=5, alpha=0.7), None),
+    "esam": ("esam", dict(beta=0.6, gamma=0.5), None),
+    "esam-swp": ("esam", dict(beta=0.6, gamma=1.0), None),
+    "esam-sds": ("esam", dict(beta=1.0, gamma=0.5), None),
 }
 DEFAULT = ["none", "sam", "sam_k-5", "looksam-5", "look_layersam-5", "esam", "looksam-5-in-graph"]
 # Acceptance targets on a compute-bound CPU step (issue 2): ratio of step time to `none`.
@@ -84,7 +86,9 @@ def main(argv=None):
 
     def make_runner(label):
         method, hp, in_graph = METHODS[label]
-        est = sam.make(method, **hp) if method == "none" else sam.make(method, rho=args.rho, **hp)
+        if method != "none":
+            hp = dict(hp, rho=args.rho)
+        est = sam.make(method, **hp, **({} if in_graph is None else dict(in_graph=in_graph)))
 
         def train_step(state, batch, rng, sam_step):
             params, stats, opt_state, est_state = state
@@ -104,6 +108,7 @@ def main(argv=None):
         state = jax.device_put(jax.tree.map(np.array, (
             variables["params"], variables["batch_stats"], tx.init(variables["params"]),
             est.init(variables["params"]))), replicated)
+        in_graph = in_graph is not None
         branches = [None] if in_graph else sorted({est.is_sam_step(t) for t in range(est.period)})
         compiled, flops, compile_s = {}, {}, 0.0
         for branch in branches:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import optax
-import pytest
+import os
+
+# 8 simulated CPU devices for the sharding tests, also under a bare `pytest` (make test sets it too).
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
 
 
 class MLP(nn.Module):

@@ -1,0 +1,30 @@
+"""scripts/bench_methods.py runs end to end and reports XLA's FLOP ratios (timings are not tested)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_bench_script_prints_its_table(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_methods.py"), "--widths", "4", "--batch", "8",
+         "--image-size", "8", "--rounds", "1", "--steps", "5", "--methods", "none", "sam",
+         "looksam-5", "esam", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| method | ms/step | images/s | ratio to none |" in proc.stdout
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"none", "sam", "looksam-5", "esam"}
+    assert rows["none"]["ratio"] == 1.0
+    assert rows["sam"]["flop_ratio"] == pytest.approx(2.0, rel=0.05)
+    assert rows["looksam-5"]["flop_ratio"] == pytest.approx(1.2, rel=0.05)
+    assert rows["looksam-5"]["ideal"] == pytest.approx(1.2)
+    assert rows["esam"]["ideal"] == pytest.approx(1 + 1 / 3 + 0.5)
