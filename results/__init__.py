@@ -1,0 +1,1 @@
+"""Collects finished runs' summary.json files and renders the papers' tables (arrives later)."""

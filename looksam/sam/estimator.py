@@ -178,7 +178,6 @@ class Estimator:
 
     def _perturbed_gradients(self, loss_fn, params, batch, rng, size):
         """On one group: ((g, g_s), (l_i(w), s_i), aux); ESAM's SDS when gamma < 1."""
-        n = batching.batch_size(batch)
         g, losses, aux = batching.mean_grad(loss_fn, params, batch, size)
         perturbed = otu.tree_add(params, self._epsilon(params, g, rng))
         if self.method == "esam" and self.gamma < 1:
@@ -186,8 +185,7 @@ class Estimator:
             subset = batching.take(batch, esam.sds_select(sharpness, self.gamma))
             g_s = batching.mean_grad(loss_fn, perturbed, subset, size)[0]
         else:
-            g_s, perturbed_losses, _ = batching.weighted_grad(
-                loss_fn, perturbed, batch, jnp.full((n,), 1.0 / n, jnp.float32), size)
+            g_s, perturbed_losses, _ = batching.mean_grad(loss_fn, perturbed, batch, size)
             sharpness = perturbed_losses - losses
         return (g, g_s), (losses, sharpness), aux
 
