@@ -1,0 +1,1 @@
+"""Input pipelines: TFDS loading and tf.data augmentations."""

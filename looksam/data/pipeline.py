@@ -1,0 +1,273 @@
+"""TFDS + tf.data input pipelines: host-local numpy batches for training and evaluation.
+
+Training: per-process shard of the split -> per-epoch shuffle seeded by (run seed, epoch) ->
+per-example augmentation with stateless seeds (run seed, epoch, index) -> batch -> mixup ->
+prefetch. Every random choice is a function of the run seed and the example's position in the
+stream, so a run resumed at step s sees exactly the batches an uninterrupted run sees from step s
+(`start_step`), at the cost of reading at most one epoch of records to get there.
+
+Evaluation: every example of the split exactly once, in a fixed order, padded to whole batches
+with `mask = False` examples so that every process runs the same number of batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from looksam.data import augment
+
+# tf.data is only a host-side input library here: keep TensorFlow off any accelerator.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    tfds_name: str
+    train_split: str
+    eval_split: str
+    num_classes: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train_ops: tuple  # ((op name, kwargs), ...) per example before normalisation
+    eval_ops: tuple
+    manual: bool = False  # TFDS needs archives downloaded by hand (ImageNet)
+
+
+DATASETS = {
+    "cifar10": DatasetSpec("cifar10", "train", "test", 10, 32, augment.CIFAR10_MEAN,
+                           augment.CIFAR10_STD, (("cifar_crop_flip", {}),), ()),
+    "cifar100": DatasetSpec("cifar100", "train", "test", 100, 32, augment.CIFAR100_MEAN,
+                            augment.CIFAR100_STD, (("cifar_crop_flip", {}),), ()),
+    "imagenet2012": DatasetSpec("imagenet2012", "train", "validation", 1000, 224,
+                                augment.IMAGENET_MEAN, augment.IMAGENET_STD,
+                                (("inception_crop", dict(size=224)),),
+                                (("center_crop", dict(size=224)),), manual=True),
+}
+
+
+class DatasetNotPrepared(FileNotFoundError):
+    """The dataset is not in the TFDS data directory; the message says how to prepare it."""
+
+
+def data_dir(configured: str | None = None) -> str:
+    """The config's data_dir, else $TFDS_DATA_DIR, else TFDS's default (~/tensorflow_datasets)."""
+    return os.path.expanduser(configured or os.environ.get("TFDS_DATA_DIR")
+                              or "~/tensorflow_datasets")
+
+
+def spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def builder(name: str, directory: str | None = None, download: bool = False):
+    """The TFDS builder, checked to hold data: fails in seconds with the command that fixes it.
+
+    TFDS on a machine without internet retries a download for minutes before failing, so nothing
+    is downloaded unless `download=True`.
+    """
+    import tensorflow_datasets as tfds
+
+    ds_spec, directory = spec(name), data_dir(directory)
+    b = tfds.builder(ds_spec.tfds_name, data_dir=directory)
+    if _has_data(b, ds_spec):
+        return b
+    if download and not ds_spec.manual:
+        b.download_and_prepare()
+        return b
+    raise DatasetNotPrepared(f"{name} is not prepared in {directory} (set data.data_dir or "
+                             f"TFDS_DATA_DIR if it lives elsewhere). "
+                             + prepare_instructions(name, directory))
+
+
+def _has_data(b, ds_spec) -> bool:
+    if b.is_prepared():
+        return True
+    try:  # tfds.testing.mock_data serves examples without any prepared files
+        b.as_dataset(split=ds_spec.eval_split)
+        return True
+    except (AssertionError, FileNotFoundError, ValueError, KeyError):
+        return False
+
+
+def prepare_instructions(name: str, directory: str) -> str:
+    if spec(name).manual:
+        return ("ImageNet needs a manual download: register at https://image-net.org/download-images, "
+                f"put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in {directory}/downloads/manual/, "
+                f"then run\n  python -m looksam.data prepare {name} --data-dir {directory}")
+    return (f"Prepare it (needs internet) with\n  python -m looksam.data prepare {name} "
+            f"--data-dir {directory}\nor copy a prepared TFDS directory there.")
+
+
+def num_examples(b, split) -> int:
+    """Examples in a (sub)split; counted by reading where TFDS has no metadata (mock data)."""
+    try:
+        return int(b.info.splits[split].num_examples)
+    except (KeyError, ValueError):
+        return int(b.as_dataset(split=split).reduce(0, lambda n, _: n + 1).numpy())
+
+
+def _process(process_index, process_count):
+    if process_index is None or process_count is None:
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return process_index, process_count
+
+
+def _transform(ops, ds_spec):
+    """Per-example ops by name (augment.TRAIN_OPS), then normalisation with the dataset's
+    statistics: fn(image uint8, seed [2]) -> float32."""
+    return augment.make_transform(
+        list(ops) + [("normalize", dict(mean=ds_spec.mean, std=ds_spec.std))])
+
+
+def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | None = None,
+                  split: str | None = None, ops: Sequence | None = None,
+                  randaugment: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
+                  label_smoothing: float = 0.0, shuffle_buffer: int = 50_000, start_step: int = 0,
+                  process_index: int | None = None, process_count: int | None = None,
+                  download: bool = False):
+    """The endless training stream of this process's batches (global_batch / process_count each).
+
+    Labels are int32 [b], or float32 [b, classes] once mixup or label smoothing is on.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    ds_spec = spec(name)
+    index, count = _process(process_index, process_count)
+    if global_batch % count:
+        raise ValueError(f"global batch {global_batch} must divide over {count} processes")
+    local_batch = global_batch // count
+    b = builder(name, directory, download)
+    host_split = tfds.even_splits(split or ds_spec.train_split, n=count, drop_remainder=True)[index]
+    epoch_size = num_examples(b, host_split)
+    if epoch_size < local_batch:
+        raise ValueError(f"{name} {host_split}: {epoch_size} examples per process, fewer than one "
+                         f"batch of {local_batch}")
+    # TFDS writes examples in a shuffled order, so a fixed file order plus a per-epoch buffer
+    # shuffle (the whole split for CIFAR) mixes well and stays cheap to reproduce.
+    records = b.as_dataset(split=host_split, shuffle_files=False,
+                           read_config=tfds.ReadConfig(add_tfds_id=False))
+    records = records.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
+    ops = tuple(ds_spec.train_ops if ops is None else ops)
+    if randaugment is not None:  # after the crop, on uint8 pixels (augment's docstring)
+        num_ops, magnitude = randaugment
+        ops = ops + (("randaugment", dict(num_ops=num_ops, magnitude=magnitude)),)
+    transform = _transform(ops, ds_spec)
+    consumed = start_step * local_batch
+    start_epoch, offset = divmod(consumed, epoch_size)
+    run_seed = tf.constant(seed, tf.int64)
+
+    def epoch(e):
+        shuffled = records.shuffle(min(shuffle_buffer, epoch_size), seed=run_seed * 1_000_003 + e,
+                                   reshuffle_each_iteration=False)
+        return shuffled.enumerate().map(
+            lambda i, ex: {**ex, "seed": tf.stack([run_seed * 7919 + e, i])})
+
+    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).skip(offset)
+
+    def preprocess(ex):
+        image = transform(ex["image"], ex["seed"])
+        label = tf.cast(ex["label"], tf.int32)
+        return {"image": tf.ensure_shape(image, [None, None, 3]), "label": label}
+
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local_batch, drop_remainder=True)
+    if mixup_alpha > 0 or label_smoothing > 0:
+        def soften(step, batch):
+            labels = tf.one_hot(batch["label"], ds_spec.num_classes, dtype=tf.float32)
+            if label_smoothing > 0:
+                labels = augment.label_smoothing(labels, label_smoothing)
+            images = batch["image"]
+            if mixup_alpha > 0:
+                images, labels = augment.mixup(images, labels, tf.stack([run_seed + 104729, step]),
+                                               alpha=mixup_alpha)
+            return {"image": images, "label": labels}
+
+        ds = ds.enumerate(start=start_step).map(soften, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(name: str, *, global_batch: int, directory: str | None = None,
+                 split: str | None = None, ops: Sequence | None = None,
+                 process_index: int | None = None, process_count: int | None = None,
+                 download: bool = False):
+    """Every example of the split once, fixed order, padded with mask=False to whole batches.
+
+    Each process reads its own contiguous part; all processes run the same number of batches.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    ds_spec = spec(name)
+    index, count = _process(process_index, process_count)
+    if global_batch % count:
+        raise ValueError(f"global batch {global_batch} must divide over {count} processes")
+    local_batch = global_batch // count
+    b = builder(name, directory, download)
+    split = split or ds_spec.eval_split
+    parts = tfds.even_splits(split, n=count, drop_remainder=False)
+    sizes = [num_examples(b, p) for p in parts]
+    num_batches = max(math.ceil(max(sizes) / local_batch), 1)
+    records = b.as_dataset(split=parts[index], shuffle_files=False)
+    transform = _transform(ds_spec.eval_ops if ops is None else ops, ds_spec)
+    seed = tf.zeros([2], tf.int64)  # eval ops are deterministic
+
+    def preprocess(ex):
+        image = transform(ex["image"], seed)
+        return {"image": image, "label": tf.cast(ex["label"], tf.int32), "mask": True}
+
+    ds = records.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    padding = num_batches * local_batch - sizes[index]
+    if padding:
+        blank = tf.data.Dataset.from_tensors(
+            {k: tf.zeros_like(v) for k, v in _first(ds).items()}).repeat(padding)
+        ds = ds.concatenate(blank)
+    return ds.batch(local_batch).prefetch(tf.data.AUTOTUNE)
+
+
+def _first(ds):
+    return next(iter(ds.take(1)))
+
+
+def as_numpy(ds) -> Iterator[dict[str, np.ndarray]]:
+    import tensorflow_datasets as tfds
+
+    return iter(tfds.as_numpy(ds))
+
+
+def prefetch_to_devices(batches: Iterator[dict[str, Any]], sharding, size: int = 2):
+    """Host-local numpy batches -> global jax.Arrays on `sharding`, `size` batches ahead."""
+    import collections
+
+    import jax
+
+    queue = collections.deque()
+
+    def put(batch):
+        queue.append(jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(sharding, x), batch))
+
+    for batch in batches:
+        put(batch)
+        if len(queue) >= size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
+
+
+def steps_per_epoch(name: str, global_batch: int, directory: str | None = None,
+                    split: str | None = None) -> int:
+    """Optimizer steps per epoch in the paper's sense (whole global batches over the split)."""
+    b = builder(name, directory)
+    return num_examples(b, split or spec(name).train_split) // global_batch

@@ -1,0 +1,198 @@
+"""Input pipelines: mock TFDS data for cifar100 / imagenet2012, real CIFAR-10 where present."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from looksam.data import augment, pipeline
+
+SHARED_TFDS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
+needs_cifar10 = pytest.mark.skipif(
+    not (SHARED_TFDS / "cifar10").is_dir(),
+    reason=f"real CIFAR-10 (TFDS format) not found at {SHARED_TFDS}")
+
+
+def take(ds, n):
+    return [b for _, b in zip(range(n), pipeline.as_numpy(ds), strict=False)]
+
+
+@pytest.fixture
+def mock_cifar100():
+    with tfds.testing.mock_data(num_examples=20):
+        yield
+
+
+def train(name, **kw):
+    kw.setdefault("process_index", 0)
+    kw.setdefault("process_count", 1)
+    return pipeline.train_dataset(name, directory="/nonexistent", **kw)
+
+
+def test_train_batches_shapes_and_determinism(mock_cifar100):
+    a = take(train("cifar100", global_batch=8, seed=1), 3)
+    assert a[0]["image"].shape == (8, 32, 32, 3) and a[0]["image"].dtype == np.float32
+    assert a[0]["label"].dtype == np.int32 and a[0]["label"].shape == (8,)
+    assert ((a[0]["label"] >= 0) & (a[0]["label"] < 100)).all()
+    b = take(train("cifar100", global_batch=8, seed=1), 3)
+    c = take(train("cifar100", global_batch=8, seed=2), 3)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x["image"], y["image"])
+    assert not np.array_equal(a[0]["image"], c[0]["image"])
+
+
+def test_each_epoch_is_a_permutation_of_the_split(mock_cifar100):
+    """20 examples, batch 4: batches 0-4 are epoch 0, 5-9 epoch 1; each epoch sees every label
+    multiset once, in a different order."""
+    batches = take(train("cifar100", global_batch=4, seed=0, ops=()), 10)
+    epochs = [np.concatenate([b["image"] for b in batches[i:i + 5]]) for i in (0, 5)]
+    key = lambda imgs: sorted(map(bytes, imgs.reshape(len(imgs), -1).round(4)))  # noqa: E731
+    assert key(epochs[0]) == key(epochs[1])
+    assert not np.array_equal(epochs[0], epochs[1])
+
+
+@pytest.mark.parametrize("start_step", [1, 3, 7])
+def test_resume_from_a_step_sees_the_same_batches(mock_cifar100, start_step):
+    """20 examples at batch 6: resuming at 3 or 7 starts mid-epoch, across an epoch boundary."""
+    straight = take(train("cifar100", global_batch=6, seed=3, mixup_alpha=0.4), start_step + 3)
+    resumed = take(train("cifar100", global_batch=6, seed=3, mixup_alpha=0.4,
+                         start_step=start_step), 3)
+    for x, y in zip(straight[start_step:], resumed, strict=True):
+        np.testing.assert_array_equal(x["image"], y["image"])
+        np.testing.assert_array_equal(x["label"], y["label"])
+
+
+def test_mixup_and_label_smoothing_give_soft_labels(mock_cifar100):
+    batch = take(train("cifar100", global_batch=8, seed=0, mixup_alpha=0.5,
+                       label_smoothing=0.1), 1)[0]
+    assert batch["label"].shape == (8, 100) and batch["label"].dtype == np.float32
+    np.testing.assert_allclose(batch["label"].sum(-1), 1.0, rtol=1e-5)
+    assert (batch["label"] >= 0.1 / 100 - 1e-6).all()
+
+
+def test_randaugment_option_runs_in_the_pipeline(mock_cifar100):
+    batch = take(train("cifar100", global_batch=4, seed=0, randaugment=(2, 15)), 1)[0]
+    assert batch["image"].shape == (4, 32, 32, 3) and np.isfinite(batch["image"]).all()
+
+
+def test_eval_every_example_once_with_padding():
+    """37 examples at batch 8: 5 batches, 3 padded, the examples in their stored order."""
+    with tfds.testing.mock_data(num_examples=37):
+        ds = pipeline.eval_dataset("cifar100", global_batch=8, directory="/nonexistent",
+                                   process_index=0, process_count=1)
+        batches = take(ds, 100)
+        stored = [ex["image"] for ex in tfds.as_numpy(
+            tfds.builder("cifar100", data_dir="/nonexistent").as_dataset(split="test"))]
+    assert len(batches) == 5 and all(b["image"].shape[0] == 8 for b in batches)
+    mask = np.concatenate([b["mask"] for b in batches])
+    assert mask.sum() == 37 and mask[:37].all() and not mask[37:].any()
+    images = np.concatenate([b["image"] for b in batches])[:37]
+    expected = (np.stack(stored) / 255.0 - augment.CIFAR100_MEAN) / augment.CIFAR100_STD
+    np.testing.assert_allclose(images, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mock_imagenet_random_sizes_are_resized_before_batching():
+    with tfds.testing.mock_data(num_examples=6):
+        tr = take(pipeline.train_dataset("imagenet2012", global_batch=3, seed=0,
+                                         directory="/nonexistent", process_index=0,
+                                         process_count=1, randaugment=(2, 9), mixup_alpha=0.2), 2)
+        ev = take(pipeline.eval_dataset("imagenet2012", global_batch=4, directory="/nonexistent",
+                                        process_index=0, process_count=1), 5)
+    assert tr[0]["image"].shape == (3, 224, 224, 3) and tr[0]["label"].shape == (3, 1000)
+    assert len(ev) == 2 and ev[0]["image"].shape == (4, 224, 224, 3)
+    assert np.concatenate([b["mask"] for b in ev]).sum() == 6
+
+
+def test_missing_dataset_fails_fast_with_the_fix(tmp_path):
+    t0 = time.perf_counter()
+    with pytest.raises(pipeline.DatasetNotPrepared) as info:
+        pipeline.builder("cifar100", str(tmp_path))
+    assert f"python -m looksam.data prepare cifar100 --data-dir {tmp_path}" in str(info.value)
+    with pytest.raises(pipeline.DatasetNotPrepared) as info:
+        pipeline.builder("imagenet2012", str(tmp_path))
+    assert "downloads/manual" in str(info.value) and "ILSVRC2012_img_train.tar" in str(info.value)
+    assert time.perf_counter() - t0 < 30  # never TFDS's minutes-long offline download retries
+    with pytest.raises(ValueError, match="unknown dataset 'cifar1000'"):
+        pipeline.builder("cifar1000", str(tmp_path))
+
+
+def test_data_dir_from_environment(monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", "/some/where")
+    assert pipeline.data_dir(None) == "/some/where"
+    assert pipeline.data_dir("/explicit") == "/explicit"
+
+
+@needs_cifar10
+def test_real_cifar10_sizes_and_channel_means():
+    import tensorflow as tf
+
+    b = pipeline.builder("cifar10", str(SHARED_TFDS))
+    assert pipeline.num_examples(b, "train") == 50_000
+    assert pipeline.num_examples(b, "test") == 10_000
+    sums = b.as_dataset(split="train").map(
+        lambda ex: tf.reduce_sum(tf.cast(ex["image"], tf.float64), axis=[0, 1])).reduce(
+        tf.zeros([3], tf.float64), lambda a, x: a + x).numpy()
+    np.testing.assert_allclose(sums / (50_000 * 32 * 32 * 255), [0.4914, 0.4822, 0.4465], atol=5e-5)
+
+
+@needs_cifar10
+def test_real_cifar10_through_the_full_pipeline_on_two_processes():
+    """Each process trains on its own half; evaluation covers all 10,000 test images once."""
+    def first_labels(index):
+        ds = pipeline.train_dataset("cifar10", global_batch=256, seed=0, directory=str(SHARED_TFDS),
+                                    process_index=index, process_count=2)
+        batch = take(ds, 1)[0]
+        assert batch["image"].shape == (128, 32, 32, 3)
+        return batch
+
+    b0, b1 = first_labels(0), first_labels(1)
+    assert not np.array_equal(b0["image"], b1["image"])
+    # Normalised with the training statistics; the crop's zero padding (13.4% of pixels, about
+    # -1.9 after normalisation) shifts the mean by about -0.25.
+    assert -0.45 < b0["image"].mean() < -0.05 and 0.8 < b0["image"].std() < 1.3
+    labels = []
+    for index in range(2):
+        for batch in pipeline.as_numpy(pipeline.eval_dataset(
+                "cifar10", global_batch=768, directory=str(SHARED_TFDS), process_index=index,
+                process_count=2)):
+            labels.append(batch["label"][batch["mask"]])
+    labels = np.concatenate(labels)
+    assert len(labels) == 10_000
+    assert np.bincount(labels, minlength=10).tolist() == [1000] * 10  # CIFAR-10's balanced test set
+
+
+def test_prefetch_to_devices_builds_sharded_global_arrays():
+    import jax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((len(jax.devices()),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharding = NamedSharding(mesh, P("data"))
+    n = 2 * len(jax.devices())
+    host = [{"image": np.full((n, 2), i, np.float32), "label": np.arange(n) + i} for i in range(3)]
+    out = list(pipeline.prefetch_to_devices(iter(host), sharding, size=2))
+    assert len(out) == 3
+    for i, batch in enumerate(out):
+        assert batch["image"].sharding == sharding
+        np.testing.assert_array_equal(np.asarray(batch["label"]), np.arange(n) + i)
+
+
+def test_prepare_command_explains_imagenets_manual_download(tmp_path):
+    from looksam.data.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["prepare", "imagenet2012", "--data-dir", str(tmp_path)])
+    assert f"{tmp_path}/downloads/manual/" in str(info.value.code)
+    assert "ILSVRC2012_img_val.tar" in str(info.value.code)
+
+
+@needs_cifar10
+def test_prepare_command_leaves_a_prepared_dataset_alone(capsys):
+    from looksam.data.__main__ import main
+
+    assert main(["prepare", "cifar10", "--data-dir", str(SHARED_TFDS)]) == 0
+    assert "already prepared" in capsys.readouterr().out
