@@ -1,0 +1,223 @@
+"""Hydra structured configs: the schema every config group and experiment is validated against.
+
+Composition (configs/config.yaml): model + data + optimizer + sam + schedule + trainer + logger +
+scale, then an optional experiment (`# @package _global_`) holding only what differs. OmegaConf
+rejects a misspelt key or a wrongly typed value against these dataclasses; `validate` checks the
+value ranges, so a bad config fails before anything is compiled.
+
+`scale` changes only how big and how long (model width, data, epochs, batch, evaluation
+frequency); it never touches `sam`, the method or its hyper-parameters (`apply_scale`).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # a looksam.models registry name
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    # Any other constructor field of the model (width, depth, patch_size, image_size, ...).
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # cifar10 | cifar100 | imagenet2012
+    data_dir: Optional[str] = None  # TFDS data_dir; None: $TFDS_DATA_DIR, else ~/tensorflow_datasets
+    download: bool = False  # never download unless asked (offline TFDS retries for minutes)
+    train_split: Optional[str] = None  # None: the dataset's train split; e.g. "train[:10%]"
+    eval_split: Optional[str] = None
+    randaugment: Optional[List[int]] = None  # [num_ops, magnitude]
+    mixup_alpha: float = 0.0
+    label_smoothing: float = 0.0
+    shuffle_buffer: int = 50_000
+    mock: bool = False  # serve tfds.testing.mock_data instead of files (smoke scale, tests)
+    mock_examples: int = 64
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING  # sgd | adamw | lamb
+    lr: float = MISSING  # peak learning rate at `base_batch`
+    base_batch: Optional[int] = None  # lr scales linearly with trainer.batch_size / base_batch
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: Optional[float] = None
+    clip_norm: Optional[float] = None
+    weight_decay_mask: str = "all"  # all | kernels
+
+
+@dataclass
+class ScheduleConfig:
+    decay: str = "cosine"  # cosine | linear | constant
+    warmup_epochs: float = 0.0
+    warmup_steps: Optional[int] = None  # overrides warmup_epochs
+    init_lr: float = 0.0
+    end_lr: float = 0.0
+
+
+@dataclass
+class SamConfig:
+    method: str = "none"  # a looksam.sam method; only its own hyper-parameters are passed on
+    rho: float = 0.05
+    k: int = 5
+    alpha: float = 0.7
+    beta: float = 0.6
+    gamma: float = 0.5
+    adaptive: bool = False
+    m: Optional[int] = None
+
+
+@dataclass
+class TrainerConfig:
+    epochs: float = MISSING
+    max_steps: Optional[int] = None  # stop earlier than `epochs` (smoke runs, tests)
+    batch_size: int = MISSING  # global batch, over all processes and devices
+    eval_batch_size: int = 1000
+    eval_every_epochs: float = 1.0
+    log_every_steps: int = 50
+    checkpoint_every_steps: int = 1000
+    keep_checkpoints: int = 2
+    microbatch: Optional[int] = None  # examples per accumulated chunk (per step, global)
+    seed: int = 0
+    workdir: Optional[str] = None  # None: the Hydra run directory (or ./runs/<time> outside Hydra)
+    nan_policy: str = "stop"  # stop: end with status 'diverged' at the first non-finite loss
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: bool = True
+    wandb_mode: Optional[str] = None  # online | offline | disabled; None: online with an API key
+    project: str = "looksam"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # one per table or sweep
+    tags: List[str] = field(default_factory=list)
+    name: Optional[str] = None
+
+
+@dataclass
+class ScaleConfig:
+    """What a scale preset changes; None leaves the experiment's value alone."""
+
+    name: str = "paper"
+    epochs: Optional[float] = None
+    max_steps: Optional[int] = None
+    batch_size: Optional[int] = None  # the lr follows by the linear rule (optimizer.base_batch)
+    eval_batch_size: Optional[int] = None
+    eval_every_epochs: Optional[float] = None
+    log_every_steps: Optional[int] = None
+    dataset: Dict[str, str] = field(default_factory=dict)  # e.g. imagenet2012 -> cifar10
+    train_split: Optional[str] = None
+    eval_split: Optional[str] = None
+    mock: Optional[bool] = None
+    mock_examples: Optional[int] = None
+    model_kwargs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # per model name
+    model_dtype: Optional[str] = None
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    table: Optional[str] = None  # the table and cell a run belongs to (reproduce/)
+    cell: Optional[str] = None
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="looksam_schema", node=Config)
+
+
+def apply_scale(cfg: DictConfig) -> DictConfig:
+    """The experiment as the scale preset shrinks it; `sam` is never touched."""
+    s = cfg.scale
+    out = OmegaConf.to_container(cfg, resolve=True)
+    trainer, data, model, opt = out["trainer"], out["data"], out["model"], out["optimizer"]
+    for key in ("epochs", "max_steps", "eval_batch_size", "eval_every_epochs", "log_every_steps"):
+        if s[key] is not None:
+            trainer[key] = s[key]
+    if s.batch_size is not None and s.batch_size != trainer["batch_size"]:
+        opt["base_batch"] = opt["base_batch"] or trainer["batch_size"]
+        trainer["batch_size"] = s.batch_size
+        if trainer["microbatch"] is not None and s.batch_size % trainer["microbatch"]:
+            trainer["microbatch"] = None  # the paper's accumulation chunk no longer divides
+    data["name"] = s.dataset.get(data["name"], data["name"])
+    for key in ("train_split", "eval_split", "mock", "mock_examples"):
+        if s[key] is not None:
+            data[key] = s[key]
+    model["kwargs"] = {**model["kwargs"], **s.model_kwargs.get(model["name"], {})}
+    if s.model_dtype is not None:
+        model["dtype"] = s.model_dtype
+    merged = OmegaConf.merge(OmegaConf.structured(Config), out)
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def validate(cfg: DictConfig):
+    """Value checks that the types cannot express; returns the estimator (built and validated)."""
+    from looksam import models, optim
+    from looksam.data import pipeline
+
+    def need(ok, key, what):
+        if not ok:
+            raise ValueError(f"{key}={OmegaConf.select(cfg, key)!r}: {what}")
+
+    if cfg.model.name not in models.MODELS:
+        raise ValueError(f"model.name={cfg.model.name!r}: choose one of {sorted(models.MODELS)}")
+    unknown = sorted(set(cfg.model.kwargs) - set(models.fields(cfg.model.name)) - {"num_classes"})
+    if unknown:
+        raise ValueError(f"model.kwargs has no field {unknown} for {cfg.model.name}; its fields are "
+                         f"{models.fields(cfg.model.name)}")
+    need(cfg.model.dtype in ("float32", "bfloat16"), "model.dtype", "float32 or bfloat16")
+    pipeline.spec(cfg.data.name)
+    need(cfg.optimizer.name in optim.OPTIMIZERS, "optimizer.name", f"one of {optim.OPTIMIZERS}")
+    need(cfg.optimizer.lr >= 0, "optimizer.lr", "must be >= 0")
+    need(cfg.schedule.decay in optim.DECAYS, "schedule.decay", f"one of {optim.DECAYS}")
+    need(cfg.optimizer.weight_decay_mask in optim.DECAY_MASKS, "optimizer.weight_decay_mask",
+         f"one of {optim.DECAY_MASKS}")
+    t = cfg.trainer
+    need(t.epochs > 0, "trainer.epochs", "must be > 0")
+    need(t.batch_size >= 1, "trainer.batch_size", "must be >= 1")
+    need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", "must be >= 1 or null")
+    need(t.eval_every_epochs > 0, "trainer.eval_every_epochs", "must be > 0")
+    need(t.nan_policy in ("stop", "ignore"), "trainer.nan_policy", "stop or ignore")
+    need(t.microbatch is None or t.batch_size % t.microbatch == 0, "trainer.microbatch",
+         f"must divide trainer.batch_size={t.batch_size}")
+    need(cfg.logger.wandb_mode in (None, "online", "offline", "disabled"), "logger.wandb_mode",
+         "online, offline, disabled or null")
+    need(cfg.data.randaugment is None or len(cfg.data.randaugment) == 2, "data.randaugment",
+         "[num_ops, magnitude] or null")
+    return estimator(cfg)
+
+
+def estimator(cfg: DictConfig):
+    """sam.make with the method's own hyper-parameters from cfg.sam (others are ignored)."""
+    from looksam import sam
+
+    method = cfg.sam.method
+    if method not in sam.METHODS:
+        raise ValueError(f"sam.method={method!r}: choose one of {sam.METHODS}")
+    keys = list(sam.HPARAMS[method]) + ([] if method == "none" else ["adaptive", "m"])
+    try:
+        return sam.make(method, microbatch=cfg.trainer.microbatch,
+                        **{k: cfg.sam[k] for k in keys})
+    except ValueError as e:
+        raise ValueError(f"sam: {e}") from None
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
