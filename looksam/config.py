@@ -34,7 +34,7 @@ class DataConfig:
     mixup_alpha: float = 0.0
     label_smoothing: float = 0.0
     shuffle_buffer: int = 50_000
-    mock: bool = False  # serve tfds.testing.mock_data instead of files (smoke scale, tests)
+    mock: bool = False  # generated random examples instead of files (smoke scale, tests)
     mock_examples: int = 64
 
 
@@ -86,6 +86,7 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     microbatch: Optional[int] = None  # examples per accumulated chunk (per step, global)
     seed: int = 0
+    num_devices: Optional[int] = None  # None: every local device (data parallel over all of them)
     workdir: Optional[str] = None  # None: the Hydra run directory (or ./runs/<time> outside Hydra)
     nan_policy: str = "stop"  # stop: end with status 'diverged' at the first non-finite loss
 
@@ -143,9 +144,19 @@ def register() -> None:
 
 def apply_scale(cfg: DictConfig) -> DictConfig:
     """The experiment as the scale preset shrinks it; `sam` is never touched."""
+    from looksam.data import pipeline
+
     s = cfg.scale
     out = OmegaConf.to_container(cfg, resolve=True)
     trainer, data, model, opt = out["trainer"], out["data"], out["model"], out["optimizer"]
+    sched = out["schedule"]
+    if s.epochs is not None and data["name"] in pipeline.DATASETS:
+        # Keep warmup's share of training (LookSAM's ViTs: 10k of ~94k steps), not its step count,
+        # which would otherwise outlast a shortened run.
+        if sched["warmup_steps"] is not None:
+            per_epoch = pipeline.spec(data["name"]).train_examples / trainer["batch_size"]
+            sched["warmup_epochs"], sched["warmup_steps"] = sched["warmup_steps"] / per_epoch, None
+        sched["warmup_epochs"] *= s.epochs / trainer["epochs"]
     for key in ("epochs", "max_steps", "eval_batch_size", "eval_every_epochs", "log_every_steps"):
         if s[key] is not None:
             trainer[key] = s[key]
@@ -182,7 +193,7 @@ def validate(cfg: DictConfig):
         raise ValueError(f"model.kwargs has no field {unknown} for {cfg.model.name}; its fields are "
                          f"{models.fields(cfg.model.name)}")
     need(cfg.model.dtype in ("float32", "bfloat16"), "model.dtype", "float32 or bfloat16")
-    pipeline.spec(cfg.data.name)
+    need(cfg.data.name in pipeline.DATASETS, "data.name", f"one of {sorted(pipeline.DATASETS)}")
     need(cfg.optimizer.name in optim.OPTIMIZERS, "optimizer.name", f"one of {optim.OPTIMIZERS}")
     need(cfg.optimizer.lr >= 0, "optimizer.lr", "must be >= 0")
     need(cfg.schedule.decay in optim.DECAYS, "schedule.decay", f"one of {optim.DECAYS}")

@@ -37,18 +37,19 @@ class DatasetSpec:
     std: tuple[float, float, float]
     train_ops: tuple  # ((op name, kwargs), ...) per example before normalisation
     eval_ops: tuple
+    train_examples: int  # the paper's epoch, for schedules scaled to another dataset
     manual: bool = False  # TFDS needs archives downloaded by hand (ImageNet)
 
 
 DATASETS = {
     "cifar10": DatasetSpec("cifar10", "train", "test", 10, 32, augment.CIFAR10_MEAN,
-                           augment.CIFAR10_STD, (("cifar_crop_flip", {}),), ()),
+                           augment.CIFAR10_STD, (("cifar_crop_flip", {}),), (), 50_000),
     "cifar100": DatasetSpec("cifar100", "train", "test", 100, 32, augment.CIFAR100_MEAN,
-                            augment.CIFAR100_STD, (("cifar_crop_flip", {}),), ()),
+                            augment.CIFAR100_STD, (("cifar_crop_flip", {}),), (), 50_000),
     "imagenet2012": DatasetSpec("imagenet2012", "train", "validation", 1000, 224,
                                 augment.IMAGENET_MEAN, augment.IMAGENET_STD,
                                 (("inception_crop", dict(size=224)),),
-                                (("center_crop", dict(size=224)),), manual=True),
+                                (("center_crop", dict(size=224)),), 1_281_167, manual=True),
 }
 
 
@@ -130,35 +131,69 @@ def _transform(ops, ds_spec):
         list(ops) + [("normalize", dict(mean=ds_spec.mean, std=ds_spec.std))])
 
 
+def _records(name, split, count, index, directory, download, synthetic, drop_remainder):
+    """(this process's examples {image uint8, label}, every process's example count)."""
+    import tensorflow_datasets as tfds
+
+    if synthetic:
+        base, extra = divmod(synthetic, count)
+        sizes = [base + (0 if drop_remainder or i >= extra else 1) for i in range(count)]
+        return (synthetic_examples(spec(name), synthetic, split).skip(sum(sizes[:index]))
+                .take(sizes[index]), sizes)
+    b = builder(name, directory, download)
+    parts = tfds.even_splits(split, n=count, drop_remainder=drop_remainder)
+    # TFDS writes examples in a shuffled order, so a fixed file order plus a per-epoch buffer
+    # shuffle (the whole split for CIFAR) mixes well and stays cheap to reproduce.
+    records = b.as_dataset(split=parts[index], shuffle_files=False,
+                           read_config=tfds.ReadConfig(add_tfds_id=False))
+    sizes = [num_examples(b, p) for p in parts]
+    return records.map(lambda ex: {"image": ex["image"], "label": ex["label"]}), sizes
+
+
+def synthetic_examples(ds_spec: DatasetSpec, n: int, split: str):
+    """n deterministic random images of the dataset's size (ImageNet: 256x320, to be cropped) and
+    labels; no files, no TFDS. For smoke runs, where only shapes and plumbing matter."""
+    import zlib
+
+    import tensorflow as tf
+
+    salt = zlib.crc32(split.encode())
+    shape = [256, 320, 3] if ds_spec.manual else [ds_spec.image_size, ds_spec.image_size, 3]
+
+    def example(i):
+        seed = tf.stack([i, tf.constant(salt, tf.int64)])
+        image = tf.random.stateless_uniform(shape, seed, 0, 256, dtype=tf.int32)
+        label = tf.random.stateless_uniform([], seed + 1, 0, ds_spec.num_classes, dtype=tf.int32)
+        return {"image": tf.cast(image, tf.uint8), "label": label}
+
+    return tf.data.Dataset.range(n).map(example)
+
+
 def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | None = None,
                   split: str | None = None, ops: Sequence | None = None,
                   randaugment: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
                   label_smoothing: float = 0.0, shuffle_buffer: int = 50_000, start_step: int = 0,
                   process_index: int | None = None, process_count: int | None = None,
-                  download: bool = False):
+                  download: bool = False, synthetic: int | None = None):
     """The endless training stream of this process's batches (global_batch / process_count each).
 
     Labels are int32 [b], or float32 [b, classes] once mixup or label smoothing is on.
+    `synthetic=n` serves n generated examples instead of the dataset (smoke runs).
     """
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
     ds_spec = spec(name)
     index, count = _process(process_index, process_count)
     if global_batch % count:
         raise ValueError(f"global batch {global_batch} must divide over {count} processes")
     local_batch = global_batch // count
-    b = builder(name, directory, download)
-    host_split = tfds.even_splits(split or ds_spec.train_split, n=count, drop_remainder=True)[index]
-    epoch_size = num_examples(b, host_split)
+    split = split or ds_spec.train_split
+    records, sizes = _records(name, split, count, index, directory, download, synthetic,
+                              drop_remainder=True)
+    epoch_size = sizes[index]
     if epoch_size < local_batch:
-        raise ValueError(f"{name} {host_split}: {epoch_size} examples per process, fewer than one "
+        raise ValueError(f"{name} {split}: {epoch_size} examples per process, fewer than one "
                          f"batch of {local_batch}")
-    # TFDS writes examples in a shuffled order, so a fixed file order plus a per-epoch buffer
-    # shuffle (the whole split for CIFAR) mixes well and stays cheap to reproduce.
-    records = b.as_dataset(split=host_split, shuffle_files=False,
-                           read_config=tfds.ReadConfig(add_tfds_id=False))
-    records = records.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
     ops = tuple(ds_spec.train_ops if ops is None else ops)
     if randaugment is not None:  # after the crop, on uint8 pixels (augment's docstring)
         num_ops, magnitude = randaugment
@@ -201,25 +236,22 @@ def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | N
 def eval_dataset(name: str, *, global_batch: int, directory: str | None = None,
                  split: str | None = None, ops: Sequence | None = None,
                  process_index: int | None = None, process_count: int | None = None,
-                 download: bool = False):
+                 download: bool = False, synthetic: int | None = None):
     """Every example of the split once, fixed order, padded with mask=False to whole batches.
 
     Each process reads its own contiguous part; all processes run the same number of batches.
     """
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
     ds_spec = spec(name)
     index, count = _process(process_index, process_count)
     if global_batch % count:
         raise ValueError(f"global batch {global_batch} must divide over {count} processes")
     local_batch = global_batch // count
-    b = builder(name, directory, download)
     split = split or ds_spec.eval_split
-    parts = tfds.even_splits(split, n=count, drop_remainder=False)
-    sizes = [num_examples(b, p) for p in parts]
+    records, sizes = _records(name, split, count, index, directory, download, synthetic,
+                              drop_remainder=False)
     num_batches = max(math.ceil(max(sizes) / local_batch), 1)
-    records = b.as_dataset(split=parts[index], shuffle_files=False)
     transform = _transform(ds_spec.eval_ops if ops is None else ops, ds_spec)
     seed = tf.zeros([2], tf.int64)  # eval ops are deterministic
 
@@ -267,7 +299,10 @@ def prefetch_to_devices(batches: Iterator[dict[str, Any]], sharding, size: int =
 
 
 def steps_per_epoch(name: str, global_batch: int, directory: str | None = None,
-                    split: str | None = None) -> int:
+                    split: str | None = None, download: bool = False,
+                    synthetic: int | None = None) -> int:
     """Optimizer steps per epoch in the paper's sense (whole global batches over the split)."""
-    b = builder(name, directory)
+    if synthetic:
+        return synthetic // global_batch
+    b = builder(name, directory, download)
     return num_examples(b, split or spec(name).train_split) // global_batch

@@ -1,0 +1,140 @@
+"""Experiment tracking: clu metric writers (console + TensorBoard) and Weights & Biases.
+
+Tracking must never end a training run: a wandb run that cannot start (no network, no key) is
+logged as a warning and the job goes on with TensorBoard and the console. Only the main process
+writes TensorBoard files and owns the wandb run; the others log to their console.
+
+    with tracking.Tracker(workdir, config, mode=None, project="looksam", ...) as tracker:
+        tracker.scalars(step, {"train/loss": loss})
+        ...
+        tracker.finish("completed")      # an escaping exception finishes the run as "failed"
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+
+MODES = ("online", "offline", "disabled")
+
+
+def wandb_mode(configured: str | None) -> str:
+    """`configured`, else $WANDB_MODE, else online when a W&B API key is configured, else offline."""
+    if configured is not None:
+        if configured not in MODES:
+            raise ValueError(f"wandb mode {configured!r}: choose one of {MODES} or None (automatic)")
+        return configured
+    if os.environ.get("WANDB_MODE") in MODES:
+        return os.environ["WANDB_MODE"]
+    return "online" if _has_api_key() else "offline"
+
+
+def _has_api_key() -> bool:
+    """Where `wandb login` leaves the key: $WANDB_API_KEY, or the netrc entry of the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+        path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+        return os.path.isfile(path) and bool((netrc.netrc(path).authenticators(host) or (0, 0, ""))[2])
+    except Exception as e:  # An unreadable netrc means no key, not a crashed job.
+        logging.warning("Could not read a W&B key from netrc: %s", e)
+        return False
+
+
+class Tracker:
+    """Console + TensorBoard (clu) and a wandb run, with the same scalars sent to both.
+
+    As a context manager it always finishes: "failed" when an exception escapes, "completed" when
+    the block ends without `finish` having been called.
+    """
+
+    def __init__(self, workdir: str, config: dict, *, mode: str | None, project: str, entity: str | None,
+                 group: str | None, tags: list[str], name: str | None, resume_id: str | None,
+                 tensorboard: bool = True, is_main: bool = True):
+        self.is_main = is_main
+        self.mode = wandb_mode(mode)
+        self.status: str | None = None  # set by finish
+        if is_main:
+            os.makedirs(workdir, exist_ok=True)
+        self._writer = metric_writers.create_default_writer(
+            workdir, just_logging=not (is_main and tensorboard))
+        self._run = None
+        # Carried over when wandb is off, so that the checkpoint still names the run to resume later.
+        self.run_id: str | None = resume_id
+        if is_main and self.mode != "disabled":
+            self._run = _init_wandb(workdir, config, mode=self.mode, project=project, entity=entity,
+                                    group=group, tags=tags, name=name, resume_id=resume_id)
+            if self._run is not None:
+                self.run_id = self._run.id
+
+    def scalars(self, step: int, metrics: Mapping[str, Any]) -> None:
+        metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+        self._writer.write_scalars(step, metrics)
+        if self._run is not None:
+            # Our step is a metric, not wandb's own step counter: a resumed run re-logs the steps
+            # after its checkpoint, which wandb would drop as non-monotonic.
+            self._guard(self._run.log, {"step": step, **metrics})
+
+    def hparams(self, flat: Mapping[str, Any]) -> None:
+        if self.is_main:
+            # TensorBoard's hparams plugin takes bool, int, float and str only (not None or lists).
+            ok = (bool, int, float, str)
+            self._writer.write_hparams({k: v if isinstance(v, ok) else str(v) for k, v in flat.items()})
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        if self._run is not None:
+            self._guard(self._run.summary.update, dict(values))
+
+    def finish(self, status: str) -> None:
+        """Flushes the writers and closes the wandb run; exit code 0 only for "completed"."""
+        if self.status is not None:
+            return
+        self.status = status
+        try:
+            self._writer.close()
+        except Exception as e:
+            logging.warning("Closing the metric writers failed: %s", e)
+        if self._run is not None:
+            run, self._run = self._run, None
+            self._guard(run.summary.update, {"status": status})
+            self._guard(run.finish, exit_code=0 if status == "completed" else 1)
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Close the run in any case, or the next job of a Hydra multirun would find it still open.
+        self.finish("failed" if exc_type is not None else "completed")
+
+    @staticmethod
+    def _guard(fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:
+            logging.warning("wandb %s failed: %s", getattr(fn, "__name__", fn), e)
+
+
+def _init_wandb(workdir, config, *, mode, project, entity, group, tags, name, resume_id):
+    try:
+        import wandb
+
+        run = wandb.init(
+            project=project, entity=entity, group=group, tags=list(tags), name=name, config=config,
+            mode=mode, dir=workdir, id=resume_id, resume="allow",
+            # A run left open by a crashed job in this process must not swallow the new one.
+            reinit="finish_previous")
+    except Exception as e:
+        logging.warning("wandb is off for this run: wandb.init(mode=%r) failed: %s: %s",
+                        mode, type(e).__name__, e)
+        return None
+    # The x-axis of every chart is the training step.
+    Tracker._guard(run.define_metric, "step")
+    Tracker._guard(run.define_metric, "*", step_metric="step")
+    return run

@@ -1,0 +1,366 @@
+"""Training entry point: `python -m looksam.train [hydra overrides]` (or `looksam-train`).
+
+    data -> model -> optax base optimizer -> sharpness-aware estimator -> two compiled steps -> loop
+
+The loop decides SAM steps on the host (`est.is_sam_step`) and calls one of two compiled step
+functions, so a LookSAM reuse step costs exactly one forward and backward pass. The batch is
+sharded over a `data` mesh axis of every local device, parameters are replicated. The run leaves
+TensorBoard events, wandb files, orbax checkpoints and `summary.json` in its workdir; a restart in
+the same workdir resumes from the newest checkpoint (step, parameters, optimizer and estimator
+state, data position, wandb run id). The trainer knows nothing about which method runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+
+log = logging.getLogger("looksam.train")
+
+
+class TrainState(NamedTuple):
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    est_state: Any  # the estimator's step counter (the global step t) and LookSAM's g_v
+
+
+def code_version() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def make_loss_fn(model, batch_stats, dropout_key):
+    """loss_fn(params, batch) -> (per-example losses, aux) for the estimator. BatchNorm statistics
+    and the dropout key are closed over, so the clean and perturbed passes of a step share them."""
+    import jax.numpy as jnp
+    import optax
+
+    def loss_fn(params, batch):
+        variables = {"params": params}
+        if batch_stats is not None:
+            variables["batch_stats"] = batch_stats
+        logits, new = model.apply(variables, batch["image"], train=True, mutable=["batch_stats"],
+                                  rngs={"dropout": dropout_key})
+        labels = batch["label"]
+        if labels.ndim == 1:
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            hits = jnp.argmax(logits, -1) == labels
+        else:  # mixup / label smoothing
+            losses = optax.softmax_cross_entropy(logits, labels)
+            hits = jnp.argmax(logits, -1) == jnp.argmax(labels, -1)
+        return losses, {"batch_stats": new.get("batch_stats"), "accuracy": hits.mean()}
+
+    return loss_fn
+
+
+def make_train_step(model, tx, est, schedule, root_key):
+    import jax
+    import optax
+
+    def train_step(state: TrainState, batch, sam_step):
+        # Keys come from (seed, step): restoring the step counter restores the randomness.
+        step_key = jax.random.fold_in(root_key, state.est_state.step)
+        dropout_key, sam_key = jax.random.split(step_key)
+        loss_fn = make_loss_fn(model, state.batch_stats, dropout_key)
+        grads, est_state, out = est.gradient(loss_fn, state.params, batch, state.est_state, sam_key,
+                                             sam_step=sam_step)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(out.metrics, accuracy=out.aux["accuracy"], lr=schedule(state.est_state.step))
+        return TrainState(params, out.aux["batch_stats"], opt_state, est_state), metrics
+
+    return train_step
+
+
+def make_eval_step(model):
+    import jax.numpy as jnp
+    import optax
+    from clu import metrics as clu_metrics
+
+    def eval_step(state: TrainState, batch):
+        variables = {"params": state.params}
+        if state.batch_stats is not None:
+            variables["batch_stats"] = state.batch_stats
+        logits = model.apply(variables, batch["image"], train=False)
+        mask = batch["mask"]
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        return {"accuracy": clu_metrics.Accuracy.from_model_output(
+                    logits=logits, labels=batch["label"], mask=mask),
+                "loss": clu_metrics.Average.from_model_output(jnp.where(mask, loss, 0.0), mask=mask)}
+
+    return eval_step
+
+
+def evaluate(eval_step, state, batches) -> dict[str, float]:
+    total = None
+    for batch in batches:
+        m = eval_step(state, batch)
+        total = m if total is None else {k: total[k].merge(m[k]) for k in m}
+    return {f"test_{k}": float(v.compute()) for k, v in total.items()}
+
+
+def run(cfg, workdir: str) -> dict:
+    """Trains cfg (a composed DictConfig) in workdir; returns the summary also written there."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from looksam import checkpoint, config, models, optim, tracking
+    from looksam.data import pipeline
+
+    cfg = config.apply_scale(cfg)
+    est = config.validate(cfg)  # every check before any compilation
+    t_start = time.perf_counter()
+    os.makedirs(workdir, exist_ok=True)
+    t = cfg.trainer
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints,
+                                   every_steps=t.checkpoint_every_steps)
+    summary_path = os.path.join(workdir, "summary.json")
+    devices = jax.devices()[: t.num_devices] if t.num_devices else jax.devices()
+    mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    if t.batch_size % (len(devices) * jax.process_count()):
+        raise ValueError(f"trainer.batch_size={t.batch_size} must divide over {len(devices)} devices")
+
+    with contextlib.ExitStack() as stack:
+        ds_spec = pipeline.spec(cfg.data.name)
+        data_kw = dict(directory=cfg.data.data_dir, download=cfg.data.download,
+                       synthetic=cfg.data.mock_examples if cfg.data.mock else None)
+        steps_per_epoch = max(pipeline.steps_per_epoch(
+            cfg.data.name, t.batch_size, split=cfg.data.train_split, **data_kw), 1)
+        epoch_steps = math.ceil(t.epochs * steps_per_epoch)  # the schedule's length
+        total_steps = min(epoch_steps, t.max_steps or epoch_steps)
+        eval_every = max(1, round(t.eval_every_epochs * steps_per_epoch))
+
+        model = models.create(cfg.model.name, num_classes=ds_spec.num_classes,
+                              dtype=jnp.dtype(cfg.model.dtype), **cfg.model.kwargs)
+        lr = cfg.optimizer.lr * (t.batch_size / cfg.optimizer.base_batch
+                                 if cfg.optimizer.base_batch else 1.0)
+        warmup = (cfg.schedule.warmup_steps if cfg.schedule.warmup_steps is not None
+                  else round(cfg.schedule.warmup_epochs * steps_per_epoch))
+        schedule = optim.schedule(lr, epoch_steps, min(warmup, epoch_steps), cfg.schedule.decay,
+                                  cfg.schedule.init_lr, cfg.schedule.end_lr)
+        o = cfg.optimizer
+        tx = optim.optimizer(o.name, schedule, momentum=o.momentum, nesterov=o.nesterov,
+                             weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, eps=o.eps,
+                             clip_norm=o.clip_norm, weight_decay_mask=o.weight_decay_mask)
+
+        root_key = jax.random.key(t.seed)
+        size = ds_spec.image_size
+        variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False))(
+            jax.random.fold_in(root_key, 2**31 - 1))
+        state = TrainState(variables["params"], variables.get("batch_stats"),
+                           tx.init(variables["params"]), est.init(variables["params"]))
+        state = jax.device_put(state, replicated)
+
+        start_step, extra = 0, {}
+        latest = ckpt.latest_step()
+        if latest is not None:
+            state, extra = ckpt.restore(latest, state)
+            start_step = latest
+            log.info("resuming from step %d in %s", start_step, workdir)
+
+        tracker = stack.enter_context(tracking.Tracker(
+            workdir, config.to_dict(cfg), mode=cfg.logger.wandb_mode, project=cfg.logger.project,
+            entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),
+            name=cfg.logger.name, resume_id=extra.get("wandb_id"), tensorboard=cfg.logger.tensorboard,
+            is_main=jax.process_index() == 0))
+
+        train_step = make_train_step(model, tx, est, schedule, root_key)
+        eval_step = jax.jit(make_eval_step(model))
+        batch_shape = {"image": jax.ShapeDtypeStruct((t.batch_size, size, size, 3), jnp.float32,
+                                                     sharding=sharded)}
+        label_shape = ((t.batch_size, ds_spec.num_classes), jnp.float32) if (
+            cfg.data.mixup_alpha > 0 or cfg.data.label_smoothing > 0) else ((t.batch_size,), jnp.int32)
+        batch_shape["label"] = jax.ShapeDtypeStruct(*label_shape, sharding=sharded)
+        t0 = time.perf_counter()
+        steps = {branch: jax.jit(functools.partial(train_step, sam_step=branch), donate_argnums=0)
+                 .lower(state, batch_shape).compile()
+                 for branch in sorted({est.is_sam_step(s) for s in range(est.period)})}
+        compile_s = time.perf_counter() - t0
+
+        def train_batches(start):
+            ds = pipeline.train_dataset(
+                cfg.data.name, global_batch=t.batch_size, seed=t.seed, split=cfg.data.train_split,
+                randaugment=tuple(cfg.data.randaugment) if cfg.data.randaugment else None,
+                mixup_alpha=cfg.data.mixup_alpha, label_smoothing=cfg.data.label_smoothing,
+                shuffle_buffer=cfg.data.shuffle_buffer, start_step=start, **data_kw)
+            return pipeline.prefetch_to_devices(pipeline.as_numpy(ds), sharded)
+
+        def eval_batches():
+            ds = pipeline.eval_dataset(cfg.data.name, global_batch=t.eval_batch_size,
+                                       split=cfg.data.eval_split, **data_kw)
+            return pipeline.prefetch_to_devices(pipeline.as_numpy(ds), sharded)
+
+        counters = extra.get("counters", {"sam_steps": 0, "reuse_steps": 0, "passes": 0.0})
+        best = extra.get("best_test_accuracy")
+        last_eval: dict[str, float] = extra.get("last_eval", {})
+        train_loss = extra.get("train_loss")
+        # Throughput counts the wall time between synchronisation points (input included),
+        # leaving out compilation (done above), evaluation and checkpointing.
+        train_seconds, timed_steps, window_steps = 0.0, 0, 0
+        pending: list[dict] = []
+        status, message = "completed", ""
+
+        def flush(step):
+            """Fetch the window's metrics; False if a loss was not finite."""
+            nonlocal pending, train_loss
+            if not pending:
+                return True
+            window = jax.device_get(pending)
+            pending = []
+            losses = np.array([m["loss"] for m in window])
+            if not np.isfinite(losses).all() and t.nan_policy == "stop":
+                return False
+            means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+            sam_rows = [m for m in window if m["sam_step"] == 1.0]
+            for key in ("cos_g_gs", "g_v_norm", "sharpness", "selected_fraction"):
+                if sam_rows and key in sam_rows[0]:
+                    means[f"sam_{key}"] = float(np.mean([m[key] for m in sam_rows]))
+            train_loss = means["loss"]
+            rate = timed_steps * t.batch_size / train_seconds if train_seconds else 0.0
+            eta = (total_steps - step) * t.batch_size / rate if rate else float("nan")
+            tracker.scalars(step, {f"train_{k}": v for k, v in means.items()}
+                            | {"images_per_sec": rate, "eta_minutes": eta / 60})
+            log.info("step %d/%d  loss %.4f  accuracy %.4f  %.1f images/s  ETA %.1f min", step,
+                     total_steps, means["loss"], means["accuracy"], rate, eta / 60)
+            return True
+
+        batches = train_batches(start_step)
+        step = start_step
+        window_start = time.perf_counter()
+        while step < total_steps:
+            sam_step = est.is_sam_step(step)
+            state, metrics = steps[sam_step](state, next(batches))
+            pending.append(metrics)
+            step += 1
+            window_steps += 1
+            counters["sam_steps" if sam_step else "reuse_steps"] += 1
+            counters["passes"] += est.passes(sam_step)
+            log_now = step % t.log_every_steps == 0 or step == total_steps
+            due_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps
+            due_eval = step % eval_every == 0 or step == total_steps
+            if not (log_now or due_ckpt or due_eval):
+                continue
+            jax.block_until_ready(state)
+            train_seconds += time.perf_counter() - window_start
+            timed_steps += window_steps
+            window_steps = 0
+            if (log_now or due_ckpt) and not flush(step):
+                status = "diverged"
+                message = (f"non-finite training loss before step {step}; the last good checkpoint "
+                           f"(step {ckpt.latest_step()}) is kept")
+                log.error(message)
+                break
+            if due_eval:
+                last_eval = evaluate(eval_step, state, eval_batches())
+                best = max(best or 0.0, last_eval["test_accuracy"])
+                tracker.scalars(step, last_eval | {"best_test_accuracy": best})
+            if due_ckpt:
+                ckpt.save(step, state, {
+                    "step": step, "wandb_id": tracker.run_id, "best_test_accuracy": best,
+                    "last_eval": last_eval, "train_loss": train_loss, "counters": counters},
+                    force=step == total_steps)
+            window_start = time.perf_counter()
+        ckpt.wait()
+        ckpt.close()
+
+        images_per_sec = timed_steps * t.batch_size / train_seconds if train_seconds else None
+        summary = {
+            "config": config.to_dict(cfg), "table": cfg.table, "cell": cfg.cell, "seed": t.seed,
+            "status": status, "message": message, "step": step, "total_steps": total_steps,
+            "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+            "final_test_accuracy": last_eval.get("test_accuracy"),
+            "final_test_loss": last_eval.get("test_loss"), "best_test_accuracy": best,
+            "final_train_loss": train_loss,
+            "images_per_sec": images_per_sec,
+            "images_per_sec_per_device": images_per_sec / len(devices) if images_per_sec else None,
+            "seconds_per_epoch": steps_per_epoch * train_seconds / timed_steps if timed_steps else None,
+            "compile_seconds": compile_s, "total_seconds": time.perf_counter() - t_start,
+            "cost": dict(counters, ideal_cost=est.ideal_cost),
+            "hardware": {"device_kind": devices[0].device_kind, "device_count": len(devices),
+                         "process_count": jax.process_count()},
+            "code_version": code_version(), "wandb_id": tracker.run_id,
+        }
+        tracker.summary({k: v for k, v in summary.items() if k != "config"})
+        tracker.finish(status)
+    if jax.process_index() == 0:
+        tmp = summary_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=1, default=str)
+        os.replace(tmp, summary_path)  # never a half-written summary
+    return summary
+
+
+def write_failure(workdir: str, cfg, error: BaseException) -> None:
+    """A failed run still leaves a summary (results/ marks the cell failed); nothing else is touched."""
+    from looksam import config
+
+    path = os.path.join(workdir, "summary.json")
+    try:
+        resolved = config.to_dict(cfg)
+    except Exception:  # noqa: BLE001 - the config itself may be what failed
+        resolved = None
+    with contextlib.suppress(OSError):
+        os.makedirs(workdir, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"config": resolved, "status": "failed", "message": f"{type(error).__name__}: "
+                       f"{error}", "code_version": code_version()}, f, indent=1, default=str)
+        os.replace(path + ".tmp", path)
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from looksam import config
+
+    config.register()
+    # Our progress line says what matters; orbax and clu's absl INFO lines would drown it.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+    # An absolute path: the console script and `python -m` work from any directory.
+    configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
+
+    @hydra.main(config_path=os.path.normpath(configs), config_name="config", version_base="1.3")
+    def hydra_main(cfg) -> float | None:
+        workdir = cfg.trainer.workdir or HydraConfig.get().runtime.output_dir
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        try:
+            summary = run(cfg, workdir)
+        except (ValueError, FileNotFoundError) as e:  # bad config or missing data: say so plainly
+            write_failure(workdir, cfg, e)
+            if multirun:
+                log.error("run failed: %s (the sweep goes on)", e)
+                return None
+            raise SystemExit(f"error: {e}") from None
+        except Exception as e:
+            write_failure(workdir, cfg, e)
+            if multirun:
+                log.exception("run failed; the sweep goes on")  # its summary says status failed
+                return None
+            raise
+        return summary["best_test_accuracy"]  # what a sweeper (optuna) maximises
+
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

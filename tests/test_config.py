@@ -1,0 +1,335 @@
+"""The Hydra tree in configs/: every file composes against the schema and validates, bad keys and
+values fail with their name, scale presets shrink only what they claim, and sweeps expand."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from looksam import config, models, optim, sam
+from looksam.data import pipeline
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+GROUPS = ("model", "data", "optimizer", "sam", "schedule", "trainer", "logger", "scale")
+SCALES = ("paper", "cpu", "smoke")
+
+
+def names(group, configs=CONFIGS):
+    return sorted(p.stem for p in (configs / group).glob("*.yaml"))
+
+
+EXPERIMENTS = names("experiment")
+GROUP_FILES = [(g, n) for g in (*GROUPS, "experiment") for n in names(g)]
+
+
+def compose_cfg(*overrides, configs=CONFIGS, **kwargs):
+    config.register()
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        return compose("config", overrides=list(overrides), **kwargs)
+
+
+def scaled(*overrides):
+    return config.apply_scale(compose_cfg(*overrides))
+
+
+def error_text(exc: BaseException) -> str:
+    """The message with its causes: Hydra wraps OmegaConf's error (which holds full_key)."""
+    parts = []
+    while exc is not None:
+        parts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+# --- the tree is complete ------------------------------------------------------------------------
+
+
+def test_defaults_compose_and_validate():
+    cfg = scaled()
+    assert (cfg.model.name, cfg.data.name, cfg.optimizer.name, cfg.sam.method, cfg.scale.name) == (
+        "resnet18", "cifar10", "sgd", "none", "paper")
+    assert config.validate(cfg).method == "none"
+
+
+def test_group_files_cover_the_registries():
+    assert names("model") == sorted(models.MODELS)
+    assert names("sam") == sorted(sam.METHODS)
+    assert names("optimizer") == sorted(optim.OPTIMIZERS)
+    assert names("data") == sorted(pipeline.DATASETS)
+    assert {"cosine", "linear"} <= set(names("schedule"))
+    assert names("scale") == sorted(SCALES)
+    assert len(EXPERIMENTS) >= 3
+
+
+@pytest.mark.parametrize("group,name", GROUP_FILES, ids=[f"{g}={n}" for g, n in GROUP_FILES])
+def test_every_group_file_composes_and_validates(group, name):
+    cfg = scaled(f"{group}={name}")
+    config.validate(cfg)
+    if group == "sam":
+        assert cfg.sam.method == name
+    elif group in ("model", "data", "optimizer", "scale"):
+        assert cfg[group].name == name
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_validates_at_every_scale(experiment, scale):
+    est = config.validate(scaled(f"experiment={experiment}", f"scale={scale}"))
+    assert est.method == compose_cfg(f"experiment={experiment}").sam.method
+
+
+@pytest.mark.parametrize("scale", ("cpu", "smoke"))
+def test_scale_model_kwargs_build_small_models(scale):
+    """Every model at cpu/smoke scale is valid, builds on its (possibly mapped) data and is small."""
+    limit = {"cpu": 5_000_000, "smoke": 100_000}[scale]
+    for name in sorted(models.MODELS):
+        cfg = scaled(f"model={name}", "data=imagenet2012", f"scale={scale}")
+        config.validate(cfg)
+        spec = pipeline.spec(cfg.data.name)
+        model = models.create(name, num_classes=spec.num_classes,
+                              **OmegaConf.to_container(cfg.model.kwargs))
+        x = jnp.zeros((2, spec.image_size, spec.image_size, 3))
+        shapes = jax.eval_shape(lambda k, m=model, x=x: m.init(k, x, train=False), jax.random.key(0))
+        count = sum(math.prod(p.shape) for p in jax.tree.leaves(shapes["params"]))
+        assert count < limit, (name, count)
+
+
+# --- the papers' settings ------------------------------------------------------------------------
+
+# (key, value) pairs transcribed from the tables each experiment file cites.
+TABLE_VALUES = {
+    # ESAM appendix A.3 Table 4, ResNet-18 / CIFAR-10 / ESAM column; beta, gamma: ESAM Section 3.1.
+    "esam_cifar10_resnet18": {
+        "model.name": "resnet18", "data.name": "cifar10", "optimizer.name": "sgd",
+        "trainer.epochs": 200, "trainer.batch_size": 128, "optimizer.lr": 0.05,
+        "optimizer.weight_decay": 1e-3, "schedule.decay": "cosine", "sam.method": "esam",
+        "sam.rho": 0.05, "sam.beta": 0.6, "sam.gamma": 0.5},
+    # LookSAM Table 1 (LookSAM-5, SGD-M, 200 epochs, batch 128); lr, wd, rho: ESAM Table 4 R-18 C-100.
+    "looksam_cifar100_resnet18": {
+        "model.name": "resnet18", "data.name": "cifar100", "optimizer.name": "sgd",
+        "trainer.epochs": 200, "trainer.batch_size": 128, "optimizer.lr": 0.05,
+        "optimizer.weight_decay": 1e-3, "schedule.decay": "cosine", "sam.method": "looksam",
+        "sam.rho": 0.05, "sam.k": 5, "sam.alpha": 0.7},
+    # LookSAM supplementary Table 8, "ViT-B-16 + LookSAM".
+    "looksam_imagenet_vit_b16": {
+        "model.name": "vit_b16", "data.name": "imagenet2012", "optimizer.name": "adamw",
+        "trainer.epochs": 300, "trainer.batch_size": 4096, "optimizer.lr": 3e-3,
+        "optimizer.weight_decay": 0.3, "optimizer.clip_norm": 1.0, "schedule.decay": "cosine",
+        "schedule.warmup_steps": 10000, "sam.method": "looksam", "sam.rho": 0.18, "sam.k": 5,
+        "sam.alpha": 0.7},
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(TABLE_VALUES))
+def test_experiments_hold_their_tables_values(experiment):
+    cfg = scaled(f"experiment={experiment}")
+    assert {k: OmegaConf.select(cfg, k) for k in TABLE_VALUES[experiment]} == TABLE_VALUES[experiment]
+    assert cfg.model.kwargs == {}  # the paper's architecture, unchanged at paper scale
+
+
+def test_command_line_overrides_an_experiment():
+    cfg = compose_cfg("experiment=looksam_imagenet_vit_b16", "model=wrn28_10", "sam.rho=0.3")
+    assert (cfg.model.name, cfg.sam.rho, cfg.optimizer.lr) == ("wrn28_10", 0.3, 3e-3)
+
+
+# --- bad keys, types and values fail early, naming the key ---------------------------------------
+
+
+@pytest.mark.parametrize("override,key", [
+    ("sam.rhoo=0.1", "sam.rhoo"),  # misspelt key
+    ("trainer.epoch=3", "trainer.epoch"),
+    ("model.kwargs.width=8", "model.kwargs.width"),  # a new kwarg needs `+`
+    ("sam.k=five", "sam.k"),  # wrong type
+    ("trainer.batch_size=1.5", "trainer.batch_size"),
+    ("logger.tensorboard=maybe", "logger.tensorboard"),
+])
+def test_compose_rejects_unknown_keys_and_wrong_types(override, key):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg(override)
+    assert key in error_text(info.value)
+
+
+@pytest.mark.parametrize("group,text,key", [
+    ("model", "name: resnet18\nwidht: 8\n", "widht"),
+    ("sam", "method: sam\nrho: 0.05\nbeta_: 0.5\n", "beta_"),
+    ("experiment", "# @package _global_\ntrainer:\n  epoch: 3\n", "epoch"),
+])
+def test_unknown_key_in_a_file_fails(tmp_path, group, text, key):
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS, configs)
+    (configs / group / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg(f"{group}=bad", configs=configs)
+    assert key in error_text(info.value)
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (["sam=looksam", "sam.k=0"], r"sam\b.*\bk=0"),
+    (["sam=esam", "sam.gamma=1.5"], r"sam\b.*\bgamma=1\.5"),
+    (["sam=sam", "sam.rho=-0.1"], r"sam\b.*\brho=-0\.1"),
+    (["model.name=resnet19"], r"model\.name='resnet19'"),
+    (["optimizer.name=adam"], r"optimizer\.name='adam'"),
+    (["+model.kwargs.depth=10"], r"model\.kwargs .*'depth'"),
+    (["schedule.decay=step"], r"schedule\.decay='step'"),
+    (["trainer.microbatch=100"], r"trainer\.microbatch=100"),
+    (["data.name=cifar11"], r"data\.name='cifar11'"),
+])
+def test_validate_rejects_bad_values_naming_the_key(overrides, pattern):
+    cfg = scaled(*overrides)
+    with pytest.raises(ValueError) as info:
+        config.validate(cfg)
+    assert re.search(pattern, str(info.value)), str(info.value)
+
+
+def test_data_name_typo_is_rejected():
+    with pytest.raises(ValueError, match="cifar11"):
+        config.validate(scaled("data.name=cifar11"))
+
+
+# --- scale presets: how big and how long, never the method ---------------------------------------
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_scale_never_changes_sam(experiment):
+    raw = OmegaConf.to_container(compose_cfg(f"experiment={experiment}").sam)
+    for scale in SCALES:
+        assert OmegaConf.to_container(scaled(f"experiment={experiment}", f"scale={scale}").sam) == raw
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_paper_scale_is_the_experiment_itself(experiment):
+    cfg = compose_cfg(f"experiment={experiment}")
+    assert config.to_dict(config.apply_scale(cfg)) == config.to_dict(cfg)
+
+
+@pytest.mark.parametrize("scale", ("cpu", "smoke"))
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_cpu_and_smoke_shrink_what_they_claim(experiment, scale):
+    before = compose_cfg(f"experiment={experiment}", f"scale={scale}")
+    after = config.apply_scale(before)
+    s = before.scale
+    assert after.trainer.epochs == s.epochs
+    assert after.trainer.batch_size == s.batch_size == {"cpu": 128, "smoke": 8}[scale]
+    assert after.trainer.eval_every_epochs == 1
+    assert after.data.name == {"imagenet2012": "cifar10"}.get(before.data.name, before.data.name)
+    assert after.data.name in ("cifar10", "cifar100")  # no ImageNet below paper scale
+    assert after.model.name == before.model.name
+    assert OmegaConf.to_container(after.model.kwargs) == OmegaConf.to_container(
+        s.model_kwargs[before.model.name])
+    # The lr follows the batch by the linear rule, from the paper's batch.
+    if before.trainer.batch_size != s.batch_size:
+        assert after.optimizer.base_batch == before.trainer.batch_size
+    assert after.optimizer.lr == before.optimizer.lr
+    if scale == "smoke":
+        assert (after.trainer.max_steps, after.data.mock, after.data.mock_examples) == (4, True, 32)
+        assert after.trainer.eval_batch_size == 8 and after.trainer.log_every_steps == 1
+    else:
+        assert after.trainer.epochs == 3 and not after.data.mock and after.trainer.max_steps is None
+
+
+def test_scales_cover_every_model():
+    smoke, cpu = compose_cfg("scale=smoke").scale, compose_cfg("scale=cpu").scale
+    assert set(smoke.model_kwargs) == set(models.MODELS)
+    assert set(cpu.model_kwargs) == set(models.MODELS) - {"cnn"}  # cnn is CPU-sized already
+    assert smoke.dataset == cpu.dataset == {"imagenet2012": "cifar10"}
+
+
+# --- sweeps and Hydra's own settings -------------------------------------------------------------
+
+
+def expand(overrides):
+    """The jobs Hydra's basic sweeper makes of a multirun command line (cartesian product)."""
+    choices = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override():
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def test_sweep_expands_and_every_job_composes():
+    jobs = expand(["sam=looksam", "sam.k=2,5,10", "scale=smoke", "optimizer=sgd,adamw"])
+    assert len(jobs) == 6
+    seen = set()
+    for job in jobs:
+        cfg = scaled(*job)
+        config.validate(cfg)
+        seen.add((cfg.sam.k, cfg.optimizer.name))
+    assert seen == {(k, o) for k in (2, 5, 10) for o in ("sgd", "adamw")}
+
+
+def test_hydra_settings():
+    h = OmegaConf.to_container(compose_cfg(return_hydra_config=True).hydra, resolve=False)
+    assert h["job"]["chdir"] is False
+    assert h["run"]["dir"] == "${oc.env:LOOKSAM_RUNS,runs}/${now:%Y-%m-%d}/${now:%H-%M-%S}"
+    assert h["sweep"] == {"dir": "${oc.env:LOOKSAM_RUNS,runs}/multirun/${now:%Y-%m-%d_%H-%M-%S}",
+                          "subdir": "${hydra.job.num}"}
+    assert h["launcher"]["_target_"].endswith("BasicLauncher")
+
+
+APP = """
+import os, sys
+import hydra
+from looksam import config
+
+config.register()
+
+@hydra.main(config_path={configs!r}, config_name="config", version_base="1.3")
+def main(cfg):
+    from hydra.core.hydra_config import HydraConfig
+    cfg = config.apply_scale(cfg)
+    print("JOB", cfg.sam.method, cfg.sam.k, cfg.trainer.max_steps, os.getcwd(),
+          HydraConfig.get().runtime.output_dir, flush=True)
+
+main()
+"""
+
+
+def test_multirun_with_the_basic_launcher(tmp_path):
+    """`-m sam=looksam sam.k=2,5,10 scale=smoke` runs three jobs under $LOOKSAM_RUNS/multirun."""
+    app = tmp_path / "app.py"
+    app.write_text(APP.format(configs=str(CONFIGS)))
+    env = {**os.environ, "LOOKSAM_RUNS": str(tmp_path / "runs"), "HYDRA_FULL_ERROR": "1"}
+    out = subprocess.run([sys.executable, str(app), "-m", "sam=looksam", "sam.k=2,5,10", "scale=smoke"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    jobs = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("JOB ")]
+    assert [j[:3] for j in jobs] == [["looksam", k, "4"] for k in ("2", "5", "10")]
+    for num, (*_, cwd, output_dir) in enumerate(jobs):
+        assert cwd == str(tmp_path)  # hydra.job.chdir: false
+        path = pathlib.Path(output_dir)
+        assert path.name == str(num) and path.parent.parent == tmp_path / "runs" / "multirun"
+
+
+def test_slurm_launcher_config():
+    """Composes only with the plugin installed; the default config never refers to it."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = compose_cfg("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4",
+                           return_hydra_config=True).hydra.launcher
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4  # one JAX process per GPU
+
+
+def test_cpu_scale_keeps_warmups_share_of_training():
+    """LookSAM's ViT-B/16: 10k warmup steps of 300 epochs at batch 4096 on 1,281,167 images, i.e.
+    10000 / (1281167 / 4096) = 31.97 epochs; at 3 epochs that is 0.3197 epochs, not 10k steps."""
+    cfg = scaled("experiment=looksam_imagenet_vit_b16", "scale=cpu")
+    assert cfg.schedule.warmup_steps is None
+    assert cfg.schedule.warmup_epochs == pytest.approx(10000 / (1281167 / 4096) * 3 / 300, rel=1e-6)
+    paper = scaled("experiment=looksam_imagenet_vit_b16", "scale=paper")
+    assert paper.schedule.warmup_steps == 10000
