@@ -209,6 +209,8 @@ def validate(cfg: DictConfig):
          f"must divide trainer.batch_size={t.batch_size}")
     need(cfg.logger.wandb_mode in (None, "online", "offline", "disabled"), "logger.wandb_mode",
          "online, offline, disabled or null")
+    need(cfg.data.mixup_alpha >= 0, "data.mixup_alpha", "must be >= 0 (0: no mixup)")
+    need(0 <= cfg.data.label_smoothing < 1, "data.label_smoothing", "must lie in [0, 1)")
     need(cfg.data.randaugment is None or len(cfg.data.randaugment) == 2, "data.randaugment",
          "[num_ops, magnitude] or null")
     return estimator(cfg)

@@ -13,6 +13,7 @@ state, data position, wandb run id). The trainer knows nothing about which metho
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -135,8 +136,9 @@ def run(cfg, workdir: str) -> dict:
     mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,))
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    if t.batch_size % (len(devices) * jax.process_count()):
-        raise ValueError(f"trainer.batch_size={t.batch_size} must divide over {len(devices)} devices")
+    for key in ("batch_size", "eval_batch_size"):
+        if t[key] % (len(devices) * jax.process_count()):
+            raise ValueError(f"trainer.{key}={t[key]} must divide over the {len(devices)} devices")
 
     with contextlib.ExitStack() as stack:
         ds_spec = pipeline.spec(cfg.data.name)
@@ -182,6 +184,7 @@ def run(cfg, workdir: str) -> dict:
             name=cfg.logger.name, resume_id=extra.get("wandb_id"), tensorboard=cfg.logger.tensorboard,
             is_main=jax.process_index() == 0))
 
+        est = dataclasses.replace(est, batch_sharding=sharded)
         train_step = make_train_step(model, tx, est, schedule, root_key)
         eval_step = jax.jit(make_eval_step(model))
         batch_shape = {"image": jax.ShapeDtypeStruct((t.batch_size, size, size, 3), jnp.float32,

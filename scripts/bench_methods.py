@@ -88,7 +88,8 @@ def main(argv=None):
         method, hp, in_graph = METHODS[label]
         if method != "none":
             hp = dict(hp, rho=args.rho)
-        est = sam.make(method, **hp, **({} if in_graph is None else dict(in_graph=in_graph)))
+        est = sam.make(method, **hp, batch_sharding=sharded,
+                       **({} if in_graph is None else dict(in_graph=in_graph)))
 
         def train_step(state, batch, rng, sam_step):
             params, stats, opt_state, est_state = state

@@ -38,3 +38,34 @@ def test_sharded_batch_equals_one_device(problem, method, hp, sam_step):
     # BatchNorm over ESAM's 8-example subset amplifies reduction-order rounding (gradients ~13).
     tol = (1e-4, 1e-4) if problem.has_state else (1e-5, 1e-6)
     np.testing.assert_allclose(ravel_pytree(got[:2])[0], ravel_pytree(want[:2])[0], *tol)
+
+
+def test_esam_subset_stays_sharded_so_its_cost_falls():
+    """SDS gathers the selected examples; without `batch_sharding` XLA replicates that gather and
+    every device computes the whole subset (per-device FLOPs of a SAM step or more)."""
+    import jax.numpy as jnp
+    import optax
+    from test_sam_cost import ConvNet
+
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    model = ConvNet()
+    params = jax.device_put(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"],
+                            replicated)
+    batch = jax.device_put({"x": jnp.ones((64, 16, 16, 3)), "y": jnp.zeros((64,), jnp.int32)},
+                           sharded)
+
+    def loss_fn(p, b):
+        return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, b["x"]),
+                                                               b["y"]), ()
+
+    def flops(est, sam_step):
+        fn = jax.jit(lambda p, b, s, r: est.gradient(loss_fn, p, b, s, r, sam_step=sam_step))
+        cost = fn.lower(params, batch, est.init(params), jax.random.key(0)).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    base = flops(sam.make("none"), False)
+    kept = flops(sam.make("esam", beta=0.6, gamma=0.5, batch_sharding=sharded), True) / base
+    lost = flops(sam.make("esam", beta=0.6, gamma=0.5), True) / base
+    assert 1.6 < kept < 1.95  # 1 + 1/3 + gamma, per device
+    assert lost > kept + 0.3

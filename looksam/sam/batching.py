@@ -27,13 +27,29 @@ def take(batch, idx):
 
 
 def split(batch, size):
-    """[n, ...] -> [n // size, size, ...] on every leaf."""
+    """[n, ...] -> [n // size, size, ...]: consecutive blocks (m-sharpness groups)."""
     return jax.tree.map(lambda x: x.reshape(x.shape[0] // size, size, *x.shape[1:]), batch)
 
 
 def merge(batch):
-    """[c, size, ...] -> [c * size, ...] on every leaf."""
+    """[c, size, ...] -> [c * size, ...], the inverse of `split`."""
     return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)
+
+
+def interleave(batch, size):
+    """[n, ...] -> [n // size, size, ...] with chunk j = examples j, j + c, j + 2c, ...
+
+    A batch sharded along n over D devices stays sharded inside every chunk (when D divides
+    `size`), so each microbatch runs on all devices; consecutive chunks would sit on one device
+    each and run one device at a time.
+    """
+    return jax.tree.map(
+        lambda x: x.reshape(size, x.shape[0] // size, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
+def deinterleave(chunks):
+    """[c, size, ...] -> [c * size, ...], the inverse of `interleave`."""
+    return jax.tree.map(lambda x: x.swapaxes(0, 1).reshape(-1, *x.shape[2:]), chunks)
 
 
 def reduce_aux(stacked):
@@ -44,7 +60,7 @@ def reduce_aux(stacked):
 
 
 def accumulate(f, xs, size):
-    """Runs f on chunks of `size` examples of xs and combines the results.
+    """Runs f on interleaved chunks of `size` examples of xs and combines the results.
 
     f(chunk) -> (total, per_example, aux): totals are summed over chunks, per-example outputs
     concatenated, aux averaged. size=None (or >= n) is one call of f, no scan.
@@ -52,7 +68,7 @@ def accumulate(f, xs, size):
     n = batch_size(xs)
     if size is None or size >= n:
         return f(xs)
-    chunks = split(xs, size)
+    chunks = interleave(xs, size)
     total_shape = jax.eval_shape(f, jax.tree.map(lambda x: x[0], chunks))[0]
 
     def body(total, chunk):
@@ -65,7 +81,7 @@ def accumulate(f, xs, size):
     unroll = True if jax.default_backend() == "cpu" else 1
     total, (per_example, aux) = jax.lax.scan(body, otu.tree_zeros_like(total_shape), chunks,
                                              unroll=unroll)
-    return total, merge(per_example), reduce_aux(aux)
+    return total, deinterleave(per_example), reduce_aux(aux)
 
 
 def weighted_grad(loss_fn, params, batch, weights, size=None):

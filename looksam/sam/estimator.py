@@ -34,7 +34,7 @@ HPARAMS = {
     "esam": ("rho", "beta", "gamma"),
 }
 DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, adaptive=False, m=None,
-                microbatch=None, in_graph="auto")
+                microbatch=None, in_graph="auto", batch_sharding=None)
 IN_GRAPH = ("auto", "cond", "select")
 
 
@@ -60,6 +60,9 @@ class Estimator:
     m: int | None = None
     microbatch: int | None = None
     in_graph: str = "auto"  # how sam_step=None branches: "cond", "select", "auto" (by backend)
+    # The batch's sharding (e.g. NamedSharding(mesh, P("data"))). ESAM's selected subset is a
+    # gather, which XLA would otherwise replicate: every device would compute the whole subset.
+    batch_sharding: Any = None
 
     # ---- host-side schedule and cost -------------------------------------------------------
     @property
@@ -183,6 +186,8 @@ class Estimator:
         if self.method == "esam" and self.gamma < 1:
             sharpness = batching.forward_losses(loss_fn, perturbed, batch, size) - losses
             subset = batching.take(batch, esam.sds_select(sharpness, self.gamma))
+            if self.batch_sharding is not None:
+                subset = jax.lax.with_sharding_constraint(subset, self.batch_sharding)
             g_s = batching.mean_grad(loss_fn, perturbed, subset, size)[0]
         else:
             g_s, perturbed_losses, _ = batching.mean_grad(loss_fn, perturbed, batch, size)
@@ -208,15 +213,16 @@ class Estimator:
         """
         if self.m is None:
             return fn(batch, self.microbatch)
-        num_groups = batching.batch_size(batch) // self.m
+        groups = batching.split(batch, self.m)  # [n / m, m, ...]: consecutive examples per group
 
-        def chunk(b):
-            sums, per_example, aux = jax.vmap(lambda g: fn(g, None))(batching.split(b, self.m))
-            return (jax.tree.map(lambda x: x.sum(0), sums), batching.merge(per_example),
-                    batching.reduce_aux(aux))
+        def chunk(gs):
+            sums, per_example, aux = jax.vmap(lambda g: fn(g, None))(gs)
+            return jax.tree.map(lambda x: x.sum(0), sums), per_example, batching.reduce_aux(aux)
 
-        sums, per_example, aux = batching.accumulate(chunk, batch, self.microbatch)
-        return otu.tree_scale(1.0 / num_groups, sums), per_example, aux
+        per_chunk = None if self.microbatch is None else self.microbatch // self.m
+        sums, per_example, aux = batching.accumulate(chunk, groups, per_chunk)
+        num_groups = batching.batch_size(groups)
+        return otu.tree_scale(1.0 / num_groups, sums), batching.merge(per_example), aux
 
     def _check_batch(self, batch):
         n = batching.batch_size(batch)
@@ -231,7 +237,7 @@ def make(method: str, **hparams) -> Estimator:
     """Builds a validated estimator: `make("looksam", rho=0.05, k=5, alpha=0.7)`."""
     if method not in METHODS:
         raise ValueError(f"unknown sharpness-aware method {method!r}; choose one of {METHODS}")
-    allowed = set(HPARAMS[method]) | {"microbatch", "in_graph"}
+    allowed = set(HPARAMS[method]) | {"microbatch", "in_graph", "batch_sharding"}
     if method != "none":
         allowed |= {"adaptive", "m"}
     unexpected = sorted(set(hparams) - allowed)
@@ -260,7 +266,7 @@ def make(method: str, **hparams) -> Estimator:
                      alpha=float(hp["alpha"]), beta=float(hp["beta"]),
                      gamma=float(hp["gamma"]), adaptive=hp["adaptive"],
                      m=None if m is None else int(m), microbatch=None if mb is None else int(mb),
-                     in_graph=hp["in_graph"])
+                     in_graph=hp["in_graph"], batch_sharding=hp["batch_sharding"])
 
 
 def _check_real(value, name, valid, ok):
