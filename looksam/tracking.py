@@ -74,6 +74,11 @@ class Tracker:
             if self._run is not None:
                 self.run_id = self._run.id
 
+    @property
+    def writer(self):
+        """The clu metric writer (console + TensorBoard), e.g. for clu's periodic actions."""
+        return self._writer
+
     def scalars(self, step: int, metrics: Mapping[str, Any]) -> None:
         metrics = {k: float(v) for k, v in metrics.items() if v is not None}
         self._writer.write_scalars(step, metrics)

@@ -35,6 +35,17 @@ class TrainState(NamedTuple):
     est_state: Any  # the estimator's step counter (the global step t) and LookSAM's g_v
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"sam": {"k": 5}} -> {"sam.k": 5}, for TensorBoard's hparams."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def code_version() -> str:
     try:
         here = os.path.dirname(os.path.abspath(__file__))
@@ -118,6 +129,7 @@ def run(cfg, workdir: str) -> dict:
     """Trains cfg (a composed DictConfig) in workdir; returns the summary also written there."""
     import jax
     import jax.numpy as jnp
+    from clu import periodic_actions
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
@@ -185,6 +197,11 @@ def run(cfg, workdir: str) -> dict:
             is_main=jax.process_index() == 0))
 
         est = dataclasses.replace(est, batch_sharding=sharded)
+        tracker.hparams(flatten(config.to_dict(cfg)))
+        # clu's progress report: steps/s and ETA scalars, and the share of time spent in eval and
+        # checkpointing; the log line below adds loss, accuracy and images/s.
+        report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=tracker.writer,
+                                                 every_steps=t.log_every_steps, every_secs=None)
         train_step = make_train_step(model, tx, est, schedule, root_key)
         eval_step = jax.jit(make_eval_step(model))
         batch_shape = {"image": jax.ShapeDtypeStruct((t.batch_size, size, size, 3), jnp.float32,
@@ -256,6 +273,7 @@ def run(cfg, workdir: str) -> dict:
             window_steps += 1
             counters["sam_steps" if sam_step else "reuse_steps"] += 1
             counters["passes"] += est.passes(sam_step)
+            report(step)
             log_now = step % t.log_every_steps == 0 or step == total_steps
             due_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps
             due_eval = step % eval_every == 0 or step == total_steps
@@ -272,14 +290,16 @@ def run(cfg, workdir: str) -> dict:
                 log.error(message)
                 break
             if due_eval:
-                last_eval = evaluate(eval_step, state, eval_batches())
+                with report.timed("eval", wait_jax_async_dispatch=False):
+                    last_eval = evaluate(eval_step, state, eval_batches())
                 best = max(best or 0.0, last_eval["test_accuracy"])
                 tracker.scalars(step, last_eval | {"best_test_accuracy": best})
             if due_ckpt:
-                ckpt.save(step, state, {
-                    "step": step, "wandb_id": tracker.run_id, "best_test_accuracy": best,
-                    "last_eval": last_eval, "train_loss": train_loss, "counters": counters},
-                    force=step == total_steps)
+                with report.timed("checkpoint", wait_jax_async_dispatch=False):
+                    ckpt.save(step, state, {
+                        "step": step, "wandb_id": tracker.run_id, "best_test_accuracy": best,
+                        "last_eval": last_eval, "train_loss": train_loss, "counters": counters},
+                        force=step == total_steps)
             window_start = time.perf_counter()
         ckpt.wait()
         ckpt.close()
