@@ -8,7 +8,20 @@ TEST_ENV := JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=
 	TF_CPP_MIN_LOG_LEVEL=3 WANDB_MODE=disabled
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-slow test-all lint bench clean help
+# Table reproduction (reproduce/tables/*.yaml is the registry): SCALE=paper|cpu|smoke,
+# SEEDS= (default: the paper's), LAUNCHER=basic|submitit_slurm|submitit_local|slurm,
+# WANDB=online|offline|disabled, RUNS= (output root), OVERRIDES= (Hydra overrides for every
+# cell, e.g. OVERRIDES="data.data_dir=../shared/data/tfds").
+SCALE ?= paper
+SEEDS ?=
+LAUNCHER ?= basic
+WANDB ?=
+RUNS ?= runs/reproduce
+REPRODUCE = $(PY) -m reproduce run --scale $(SCALE) --launcher $(LAUNCHER) --runs $(RUNS) \
+	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(WANDB),--wandb $(WANDB)) $(foreach o,$(OVERRIDES),-o $(o))
+TABLES = $(basename $(notdir $(wildcard reproduce/tables/*.yaml)))
+
+.PHONY: install test test-slow test-all lint bench clean help list-tables reproduce-all
 
 help:
 	@echo "make install     create .venv and install the project with its dev tools"
@@ -16,6 +29,9 @@ help:
 	@echo "make test-slow   only the slow tests;  make test-all: everything"
 	@echo "make lint        ruff"
 	@echo "make bench       step time of every sharpness-aware method (scripts/bench_methods.py)"
+	@echo "make list-tables every table of both papers: cells, paper hardware and time, estimates"
+	@echo "make reproduce-table1 .. -table7, reproduce-table-cifar10, reproduce-esam-table1 .. -table3,"
+	@echo "     reproduce-figure1/2/4, reproduce-esam-figure3/5/6, reproduce-all  [SCALE= SEEDS= ...]"
 
 install: $(STAMP)
 
@@ -30,7 +46,7 @@ test: $(STAMP)
 
 # pytest exits 5 when no test carries the marker: that is not a failure here.
 test-slow: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -m slow -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(TEST_ENV) $(PY) -m pytest -m slow -n $(PYTEST_WORKERS) -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-all: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) -q $(PYTEST_ARGS)
@@ -43,3 +59,20 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+list-tables: $(STAMP)
+	$(PY) -m reproduce list
+
+# LookSAM (CVPR) tables and figures, the ICLR submission's CIFAR-10 table, ESAM's.
+reproduce-table-cifar10: $(STAMP)
+	$(REPRODUCE) looksam_iclr_cifar10
+reproduce-table%: $(STAMP)
+	$(REPRODUCE) looksam_table$*
+reproduce-figure%: $(STAMP)
+	$(REPRODUCE) looksam_figure$*
+reproduce-esam-table%: $(STAMP)
+	$(REPRODUCE) esam_table$*
+reproduce-esam-figure%: $(STAMP)
+	$(REPRODUCE) esam_figure$*
+reproduce-all: $(STAMP)
+	set -e; for t in $(TABLES); do $(REPRODUCE) $$t; done

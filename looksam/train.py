@@ -161,6 +161,10 @@ def run(cfg, workdir: str) -> dict:
         epoch_steps = math.ceil(t.epochs * steps_per_epoch)  # the schedule's length
         total_steps = min(epoch_steps, t.max_steps or epoch_steps)
         eval_every = max(1, round(t.eval_every_epochs * steps_per_epoch))
+        finished = previous_summary(summary_path)
+        if finished.get("status") == "completed" and finished.get("step", -1) >= total_steps:
+            log.info("%s already completed %d steps; nothing to do", workdir, finished["step"])
+            return finished
 
         model = models.create(cfg.model.name, num_classes=ds_spec.num_classes,
                               dtype=jnp.dtype(cfg.model.dtype), **cfg.model.kwargs)
@@ -329,6 +333,14 @@ def run(cfg, workdir: str) -> dict:
             json.dump(summary, f, indent=1, default=str)
         os.replace(tmp, summary_path)  # never a half-written summary
     return summary
+
+
+def previous_summary(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def write_failure(workdir: str, cfg, error: BaseException) -> None:

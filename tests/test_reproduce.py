@@ -1,0 +1,98 @@
+"""The table driver: generated cell configs, skipping completed cells, and (slow) whole tables."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from looksam import config
+from reproduce import __main__ as driver
+from reproduce import registry
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = str(ROOT / "configs")
+
+
+def composed(overrides, searchpath=None):
+    config.register()
+    extra = [f"hydra.searchpath=[file://{searchpath}]"] if searchpath else []
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, *extra])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("cell_id", ["wrn28_10/sgd", "resnet18/looksam5", "resnet50/sam"])
+def test_generated_cell_config_equals_the_cells_overrides(tmp_path, cell_id):
+    table = registry.load("looksam_iclr_cifar10")
+    cell = table.cell(cell_id)
+    (tmp_path / "reproduce_cell").mkdir()
+    (tmp_path / "reproduce_cell" / "c.yaml").write_text(driver.cell_config(table, cell, seed=2))
+    via_file = composed(["+reproduce_cell=c"], searchpath=tmp_path)
+    direct = composed([*cell.overrides, "trainer.seed=2", f"table={table.id}", f"cell={cell_id}"])
+    assert via_file == direct
+    assert via_file["cell"] == cell_id and via_file["trainer"]["seed"] == 2
+
+
+def test_only_pending_cells_are_launched(tmp_path, capsys):
+    table = registry.load("looksam_iclr_cifar10")
+    done = driver.run_dir(tmp_path, table.id, "smoke", table.cell("resnet18/sgd"), 0)
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text(json.dumps({"status": "completed"}))
+    failed = driver.run_dir(tmp_path, table.id, "smoke", table.cell("resnet18/sam"), 0)
+    failed.mkdir(parents=True)
+    (failed / "summary.json").write_text(json.dumps({"status": "failed"}))
+    driver.main(["run", table.id, "--scale", "smoke", "--runs", str(tmp_path), "--dry-run",
+                 "--cells", "resnet18/sgd", "resnet18/sam", "resnet18/looksam5"])
+    out = capsys.readouterr().out
+    assert "3 cells x 1 seed(s); 1 completed, 2 to run" in out
+    launched = re.search(r"\+reproduce_cell=(\S+)", out).group(1).split(",")
+    assert launched == ["resnet18__sam__seed0", "resnet18__looksam5__seed0"]
+
+
+def test_list_tables_names_every_table(capsys):
+    driver.main(["list"])
+    out = capsys.readouterr().out
+    for name in registry.names():
+        assert name in out
+
+
+def run_table(tmp_path, table_id, cells=None):
+    command = [sys.executable, "-m", "reproduce", "run", table_id, "--scale", "smoke", "--seeds", "1",
+               "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--wandb", "disabled"]
+    if cells:
+        command += ["--cells", *cells]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, (tmp_path / "out" / f"{table_id}_smoke.md").read_text()
+
+
+def paper_numbers(table):
+    for cell in table.cells:
+        for value in cell.paper:
+            if isinstance(value, dict):
+                yield value["mean"]
+            elif value is not None:
+                yield value
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("table_id", ["looksam_table1", "esam_table3"])
+def test_whole_table_at_smoke_scale(tmp_path, table_id):
+    """Every cell trains on generated data, and the rendered table carries every paper number and
+    a value of ours in every cell."""
+    table = registry.load(table_id)
+    _, markdown = run_table(tmp_path, table_id)
+    for number in paper_numbers(table):
+        assert f"{number}" in markdown or f"{number:.1f}" in markdown or f"{number:.2f}" in markdown, number
+    summaries = list((tmp_path / "runs" / table_id / "smoke").rglob("summary.json"))
+    assert len(summaries) == len(table.cells)
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in summaries)
+    for marker in ("missing", "failed", "diverged", "running"):
+        assert marker not in markdown.lower(), marker
