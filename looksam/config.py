@@ -72,6 +72,7 @@ class SamConfig:
     gamma: float = 0.5
     adaptive: bool = False
     m: Optional[int] = None
+    drift_interval: Optional[int] = None  # LookSAM Figure 2 diagnostic (methods perturbing every step)
 
 
 @dataclass
@@ -223,7 +224,7 @@ def estimator(cfg: DictConfig):
     method = cfg.sam.method
     if method not in sam.METHODS:
         raise ValueError(f"sam.method={method!r}: choose one of {sam.METHODS}")
-    keys = list(sam.HPARAMS[method]) + ([] if method == "none" else ["adaptive", "m"])
+    keys = list(sam.HPARAMS[method]) + ([] if method == "none" else ["adaptive", "m", "drift_interval"])
     try:
         return sam.make(method, microbatch=cfg.trainer.microbatch,
                         **{k: cfg.sam[k] for k in keys})

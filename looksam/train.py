@@ -252,7 +252,9 @@ def run(cfg, workdir: str) -> dict:
             losses = np.array([m["loss"] for m in window])
             if not np.isfinite(losses).all() and t.nan_policy == "stop":
                 return False
-            means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+            # NaN marks "not measured this step" (diagnostics taken every few steps).
+            means = {k: float(np.nanmean(v)) for k in window[0]
+                     if not np.isnan(v := np.array([m[k] for m in window], np.float64)).all()}
             sam_rows = [m for m in window if m["sam_step"] == 1.0]
             for key in ("cos_g_gs", "g_v_norm", "sharpness", "selected_fraction"):
                 if sam_rows and key in sam_rows[0]:

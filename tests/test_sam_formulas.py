@@ -231,3 +231,32 @@ def test_m_sharpness_keeps_the_full_batch_g_for_the_projection(mlp):
     est = sam.make("looksam", rho=rho, k=2, m=m)
     _, state, _ = run(est, mlp, mlp.params, batch, est.init(mlp.params), sam_step=True)
     np.testing.assert_allclose(flat(state.g_v), ref.projection(f.grad(f.w), g_s), 1e-4, 1e-5)
+
+
+def test_gradient_drift_diagnostic_of_figure2(mlp):
+    """Every 2nd step: ||x_t - x_{t-2}|| for g_s, g_h = g_s - g_v and g_v, from the reference."""
+    rho, lr, interval = 0.3, 0.2, 2
+    est = sam.make("sam", rho=rho, drift_interval=interval)
+    params, state = mlp.params, est.init(mlp.params)
+    f = ref.Flat(mlp.loss_fn, mlp.params, mlp.batch(0))
+    w, snapshots = f.w, {}
+    for t in range(5):
+        f.batch = batch = mlp.batch(seed=t)
+        g, g_s = ref.sam_grad(f, w, rho)
+        g_v = ref.projection(g, g_s)
+        snapshots[t] = (g_s, g_s - g_v, g_v)
+        grads, state, out = run(est, mlp, params, batch, state)
+        for i, name in enumerate(("g_s", "g_h", "g_v")):
+            got = float(out.metrics[f"grad_change_{name}"])
+            if t % interval == 0 and t >= interval:
+                want = np.linalg.norm(snapshots[t][i] - snapshots[t - interval][i])
+                np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=f"{name} at step {t}")
+            else:
+                assert np.isnan(got), (name, t)
+        w = w - lr * g_s
+        params = f.unravel(w)
+
+
+def test_gradient_drift_needs_a_method_perturbing_every_step():
+    with pytest.raises(ValueError, match="drift_interval"):
+        sam.make("looksam", drift_interval=5)

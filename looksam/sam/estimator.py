@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax.tree_utils as otu
 
-from looksam.sam import batching, esam, look, perturb
+from looksam.sam import batching, diagnostics, esam, look, perturb
 
 METHODS = ("none", "sam", "sam_k", "looksam", "layersam", "look_layersam", "esam")
 PERIODIC = ("sam_k", "looksam", "look_layersam")
@@ -34,13 +34,14 @@ HPARAMS = {
     "esam": ("rho", "beta", "gamma"),
 }
 DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, adaptive=False, m=None,
-                microbatch=None, in_graph="auto", batch_sharding=None)
+                microbatch=None, in_graph="auto", batch_sharding=None, drift_interval=None)
 IN_GRAPH = ("auto", "cond", "select")
 
 
 class EstimatorState(NamedTuple):
     step: jax.Array  # int32 global step t: counts every call, survives checkpoint/resume
     g_v: Any  # LookSAM's stored orthogonal component (a params-shaped pytree), else None
+    drift: Any = None  # with drift_interval: the (g_s, g_h, g_v) snapshot of LookSAM Figure 2
 
 
 class GradientOutput(NamedTuple):
@@ -63,6 +64,8 @@ class Estimator:
     # The batch's sharding (e.g. NamedSharding(mesh, P("data"))). ESAM's selected subset is a
     # gather, which XLA would otherwise replicate: every device would compute the whole subset.
     batch_sharding: Any = None
+    # LookSAM Figure 2: every `drift_interval` steps, metrics grad_change_{g_s,g_h,g_v}.
+    drift_interval: int | None = None
 
     # ---- host-side schedule and cost -------------------------------------------------------
     @property
@@ -93,7 +96,8 @@ class Estimator:
     # ---- state --------------------------------------------------------------------------
     def init(self, params) -> EstimatorState:
         g_v = otu.tree_zeros_like(params) if self.method in REUSES_G_V else None
-        return EstimatorState(step=jnp.zeros([], jnp.int32), g_v=g_v)
+        drift = diagnostics.empty_snapshot(params) if self.drift_interval else None
+        return EstimatorState(step=jnp.zeros([], jnp.int32), g_v=g_v, drift=drift)
 
     # ---- the gradient -------------------------------------------------------------------
     def gradient(self, loss_fn, params, batch, state, rng=None, sam_step=None):
@@ -115,8 +119,12 @@ class Estimator:
         if not sam_step and self.perturbs and self.period == 1:
             raise ValueError(f"method {self.method!r} perturbs every step: pass sam_step=True or None")
         step = self._sam_step if sam_step else self._clean_step
-        grads, _, g_v, aux, metrics = step(loss_fn, params, batch, state.g_v, rng)
-        return grads, EstimatorState(state.step + 1, g_v), GradientOutput(aux, metrics)
+        grads, g, g_v, aux, metrics = step(loss_fn, params, batch, state.g_v, rng)
+        drift = state.drift
+        if self.drift_interval:  # every step is a SAM step here (checked by make)
+            changes, drift = diagnostics.gradient_drift(g, grads, drift, state.step, self.drift_interval)
+            metrics = {**metrics, **changes}
+        return grads, EstimatorState(state.step + 1, g_v, drift), GradientOutput(aux, metrics)
 
     def _in_graph(self, loss_fn, params, batch, state, rng):
         """Decides the SAM step from state.step inside the compiled graph.
@@ -141,7 +149,7 @@ class Estimator:
         reuse = self._reuse(g, state.g_v)
         reuse_metrics = self._metrics(g, reuse, state.g_v, metrics["loss"], sam_step=False)
         pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(is_sam, x, y), a, b)  # noqa: E731
-        return (pick(g_s, reuse), EstimatorState(state.step + 1, pick(g_v, state.g_v)),
+        return (pick(g_s, reuse), EstimatorState(state.step + 1, pick(g_v, state.g_v), state.drift),
                 GradientOutput(aux, pick(metrics, reuse_metrics)))
 
     def _metrics(self, g, grads, g_v, loss, sam_step):
@@ -239,7 +247,7 @@ def make(method: str, **hparams) -> Estimator:
         raise ValueError(f"unknown sharpness-aware method {method!r}; choose one of {METHODS}")
     allowed = set(HPARAMS[method]) | {"microbatch", "in_graph", "batch_sharding"}
     if method != "none":
-        allowed |= {"adaptive", "m"}
+        allowed |= {"adaptive", "m", "drift_interval"}
     unexpected = sorted(set(hparams) - allowed)
     if unexpected:
         raise ValueError(f"method {method!r} takes {sorted(allowed)}; got unexpected {unexpected}")
@@ -249,8 +257,11 @@ def make(method: str, **hparams) -> Estimator:
     _check_real(hp["beta"], "beta", "0 < beta <= 1", lambda v: 0 < v <= 1)
     _check_real(hp["gamma"], "gamma", "0 < gamma <= 1", lambda v: 0 < v <= 1)
     _check_int(hp["k"], "k", allow_none=False)
-    for name in ("m", "microbatch"):
+    for name in ("m", "microbatch", "drift_interval"):
         _check_int(hp[name], name, allow_none=True)
+    if hp["drift_interval"] is not None and method in PERIODIC:
+        raise ValueError(f"drift_interval measures SAM training (LookSAM Figure 2): use it with a "
+                         f"method that perturbs every step (sam, layersam, esam), not {method}")
     if not isinstance(hp["adaptive"], bool):
         raise ValueError(f"adaptive must be True or False, got {hp['adaptive']!r}")
     if hp["adaptive"] and method in LAYERWISE:
@@ -266,7 +277,8 @@ def make(method: str, **hparams) -> Estimator:
                      alpha=float(hp["alpha"]), beta=float(hp["beta"]),
                      gamma=float(hp["gamma"]), adaptive=hp["adaptive"],
                      m=None if m is None else int(m), microbatch=None if mb is None else int(mb),
-                     in_graph=hp["in_graph"], batch_sharding=hp["batch_sharding"])
+                     in_graph=hp["in_graph"], batch_sharding=hp["batch_sharding"],
+                     drift_interval=hp["drift_interval"])
 
 
 def _check_real(value, name, valid, ok):

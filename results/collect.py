@@ -1,0 +1,182 @@
+"""Reads the runs of one table into per-cell results: status, per-seed values, mean and std.
+
+Local layout: `<runs>/<table id>/<scale>/<row id>/<column id>/seed<k>/summary.json`. A seed
+directory without summary.json is "running" when the trainer has started in it (`checkpoints/` or
+`.hydra/`), else "missing"; no directory is "missing". `collect_wandb` reads the same structure
+from a wandb project (runs grouped by table id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+STATUSES = ("completed", "diverged", "failed", "running", "missing")
+# Aggregate status of a cell: completed only when every seed is; otherwise the worst seed's.
+WORST_FIRST = ("failed", "diverged", "running", "missing")
+# Always collected besides the table's own metrics: the throughput comparison needs them.
+EXTRA_KEYS = ("best_test_accuracy", "final_test_accuracy", "final_train_loss", "images_per_sec",
+              "images_per_sec_per_device", "seconds_per_epoch", "total_seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class CellResult:
+    status: str  # aggregate over seeds
+    seeds: dict[str, str]  # seed name ("seed0") -> its status
+    values: dict[str, list[float]]  # metric key -> values of the completed seeds that have one
+    mean: dict[str, float | None]
+    std: dict[str, float | None]  # population std over seeds; None for fewer than two values
+    summaries: tuple[dict, ...] = ()  # summary.json of each completed seed (config, cost)
+    messages: dict[str, str] = dataclasses.field(default_factory=dict)  # seed -> failure message
+
+    @property
+    def n_completed(self) -> int:
+        return sum(s == "completed" for s in self.seeds.values())
+
+
+def lookup(summary: Mapping, key: str) -> Any:
+    """summary[key], where a dotted key ("cost.passes") walks nested dicts; None when absent."""
+    value: Any = summary
+    for part in key.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _number(value) -> float | None:
+    # A null, a string or a non-finite value is no measurement.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def aggregate_status(statuses: Iterable[str]) -> str:
+    statuses = list(statuses)
+    if statuses and all(s == "completed" for s in statuses):
+        return "completed"
+    for s in WORST_FIRST:
+        if s in statuses:
+            return s
+    return "missing"
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def cell_result(seeds: Mapping[str, tuple[str, dict | None]], keys: Iterable[str]) -> CellResult:
+    """seeds: seed name -> (status, summary or None). Values come from completed seeds only."""
+    completed = [summary for status, summary in seeds.values() if status == "completed" and summary]
+    values, mean, std = {}, {}, {}
+    for key in keys:
+        values[key] = [v for v in (_number(lookup(s, key)) for s in completed) if v is not None]
+        mean[key], std[key] = mean_std(values[key])
+    messages = {name: str(summary.get("message")) for name, (status, summary) in seeds.items()
+                if status != "completed" and summary and summary.get("message")}
+    return CellResult(status=aggregate_status(s for s, _ in seeds.values()),
+                      seeds={name: status for name, (status, _) in seeds.items()},
+                      values=values, mean=mean, std=std, summaries=tuple(completed), messages=messages)
+
+
+def metric_keys(table) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([m.key for m in table.metrics] + list(EXTRA_KEYS)))
+
+
+# ---- local run directories -------------------------------------------------------------------
+
+def _seed_order(path: pathlib.Path):
+    match = re.fullmatch(r"seed(\d+)", path.name)
+    return (0, int(match.group(1)), "") if match else (1, 0, path.name)
+
+
+def read_seed(seed_dir: pathlib.Path) -> tuple[str, dict | None]:
+    summary_path = seed_dir / "summary.json"
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError) as e:  # unreadable: count it against the cell, say why
+            return "failed", {"message": f"unreadable summary.json: {e}"}
+        status = summary.get("status") if isinstance(summary, dict) else None
+        if not isinstance(summary, dict):
+            return "failed", {"message": "summary.json is not an object"}
+        return (status if status in STATUSES else "failed"), summary
+    if (seed_dir / "checkpoints").is_dir() or (seed_dir / ".hydra").is_dir():
+        return "running", None
+    return "missing", None
+
+
+def collect(table, runs_dir, scale: str = "cpu") -> dict[str, CellResult]:
+    """Cell id -> CellResult for every cell of `table`, from `<runs_dir>/<table>/<scale>/...`."""
+    root = pathlib.Path(runs_dir) / table.id / scale
+    keys = metric_keys(table)
+    results = {}
+    for cell in table.cells:
+        cell_dir = root / cell.row / cell.column
+        seed_dirs = sorted((p for p in cell_dir.glob("seed*") if p.is_dir()), key=_seed_order)
+        results[cell.id] = cell_result({p.name: read_seed(p) for p in seed_dirs}, keys)
+    return results
+
+
+# ---- wandb -----------------------------------------------------------------------------------
+
+def _config_value(config: Mapping, dotted: str):
+    # wandb keeps our nested config as is, but a flattened "trainer.seed" key is accepted too.
+    if dotted in config:
+        return config[dotted]
+    value = lookup(config, dotted)
+    return value.get("value") if isinstance(value, Mapping) and "value" in value else value
+
+
+def _wandb_status(summary: Mapping, state: str | None) -> str:
+    status = summary.get("status")
+    if status in STATUSES:
+        return status
+    return {"running": "running", "pending": "running", "finished": "completed"}.get(state, "failed")
+
+
+def collect_wandb(table, path: str, scale: str = "cpu", api=None) -> dict[str, CellResult]:
+    """As `collect`, from the wandb project `path` ("entity/project"), runs grouped by table id."""
+    if api is None:
+        try:
+            import wandb
+
+            api = wandb.Api(timeout=30)
+        except Exception as e:  # noqa: BLE001 - no key, no network: say so, do not trace back
+            raise RuntimeError(f"cannot reach the wandb API for {path!r}: {type(e).__name__}: {e}") from e
+    try:
+        runs = list(api.runs(path, filters={"group": table.id}))
+    except Exception as e:  # noqa: BLE001
+        raise RuntimeError(f"cannot list wandb runs of {path!r} (group {table.id}): "
+                           f"{type(e).__name__}: {e}") from e
+    per_cell: dict[str, dict[str, tuple[str, dict]]] = {}
+    for run in runs:
+        config = dict(run.config or {})
+        summary = dict(getattr(run.summary, "_json_dict", None) or run.summary or {})
+        if _config_value(config, "table") not in (None, table.id):
+            continue
+        run_scale = _config_value(config, "scale.name")
+        if run_scale is not None and run_scale != scale:
+            continue
+        cell = _config_value(config, "cell") or summary.get("cell")
+        if not cell:
+            continue
+        seed = _config_value(config, "trainer.seed")
+        seed = seed if seed is not None else _config_value(config, "seed")
+        summary.setdefault("config", config)
+        seeds = per_cell.setdefault(cell, {})
+        # A seed run again (after a failure) appears twice: a completed one wins.
+        if seeds.get(f"seed{seed}", ("",))[0] != "completed":
+            seeds[f"seed{seed}"] = (_wandb_status(summary, getattr(run, "state", None)), summary)
+    keys = metric_keys(table)
+    return {c.id: cell_result(per_cell.get(c.id, {}), keys) for c in table.cells}

@@ -1,0 +1,504 @@
+"""Draws a registry figure (kind: figure) as PNG and SVG: the paper's values and ours side by side.
+
+`plot:` keys, all optional; a missing or odd key falls back to a default and never raises:
+
+    type      scatter | lines | heatmap | bars | curves | diagnostics            (default: bars)
+    title, xlabel, ylabel                       text (defaults: the table's title, metric labels)
+    panels    rows: one panel per table row (else one panel holds every row)
+
+  scatter, lines: points are cells, y against x.
+    x, y      summary/metric keys (scatter default: the first time/throughput metric and the first
+              accuracy metric). A key the paper does not print (images_per_sec) is ours only.
+              lines without x: x_values (one number per column), else the series' parameter
+              value, else the columns in order.
+    series    [{label, columns: [column ids], parameter: sam.beta}, ...]: one line per series
+              (default: one series of every column).
+    connect   join a series' points in column order (lines: true, scatter: false)
+    annotate  column | parameter | none: label each point (scatter: column, lines: none)
+    points_from  {table: other id, columns: [...]}: that table's cells of the same row drawn as
+              isolated points (ESAM Figure 3's SGD/SAM/ESAM dots)
+    xscale, yscale  linear | log
+  heatmap:  metric (default: the first accuracy metric) over rows (y) x columns (x); cmap.
+  bars:     metric; one group per row, one bar per column.
+  curves, diagnostics: TensorBoard scalars of each cell's first seed.
+    series    [{key, label, style: solid|dashed|dotted, color}]: drawn together, one panel per
+              row with `panels: rows`. A key is looked up as the tag itself, train_<key>, then
+              train_sam_<key>.
+    tags      tag names (or the series' tags, in order). With tags and no series: one panel per tag.
+              Defaults: curves [test_accuracy]; diagnostics [train_sam_cos_g_gs, train_sam_g_v_norm].
+    x         step | epoch (epoch divides by the run's steps_per_epoch from summary.json)
+    y         the y axis label; cells: the "row/column" ids to draw (default: every cell)
+    paper_curves  {label: [[x, y], ...]} points read off the paper's figure, drawn dashed.
+    Without event files a panel says which data is missing.
+
+Panels "Paper" (its printed values; left out when it prints none) and "Ours (<scale>)" (mean over
+seeds, population std as error bars). Drawn on matplotlib's object API: no pyplot state, the Agg
+(PNG) and SVG canvases are used directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+import textwrap
+
+import yaml
+from matplotlib.figure import Figure
+
+from results import collect as collect_lib
+from results import render
+
+PLOT_TYPES = ("scatter", "heatmap", "lines", "bars", "curves", "diagnostics")
+DEFAULT_TAGS = {"curves": ["test_accuracy"], "diagnostics": ["train_sam_cos_g_gs", "train_sam_g_v_norm"]}
+LINESTYLES = {"solid": "-", "dashed": "--", "dotted": ":", "dashdot": "-."}
+
+
+# ---- values ----------------------------------------------------------------------------------
+
+def _metric(table, key):
+    return next((m for m in table.metrics if m.key == key), None)
+
+
+def _default_key(table, kinds) -> str | None:
+    return next((m.key for m in table.metrics if m.kind in kinds), None)
+
+
+def _label(table, key, fallback: str = "") -> str:
+    metric = _metric(table, key)
+    return metric.label if metric else (key or fallback)
+
+
+def paper_value(table, cell, key) -> tuple[float | None, float | None]:
+    metric = _metric(table, key)
+    if metric is None or cell is None:
+        return None, None
+    return render.paper_mean_std(cell.paper[table.metrics.index(metric)])
+
+
+def ours_value(table, results, cell, key) -> tuple[float | None, float | None]:
+    """(mean, std) in the metric's displayed units; a key outside the metrics is shown raw."""
+    result = results.get(cell.id) if cell is not None else None
+    if result is None or not key:
+        return None, None
+    if key in result.mean:
+        mean, std = result.mean[key], result.std.get(key)
+    else:  # not collected by default: read it off the completed seeds' summaries
+        values = [collect_lib._number(collect_lib.lookup(s, key)) for s in result.summaries]
+        mean, std = collect_lib.mean_std([v for v in values if v is not None])
+    scale = _metric(table, key).scale if _metric(table, key) else 1.0
+    return (None if mean is None else mean * scale), (None if std is None else std * scale)
+
+
+def _has_paper_values(table) -> bool:
+    return any(render.paper_mean_std(v)[0] is not None for c in table.cells for v in c.paper)
+
+
+def sources(table, results, scale):
+    """[(panel title, (table, cell, key) -> (mean, std))]: the paper's when it prints any, ours."""
+    out = []
+    if _has_paper_values(table):
+        out.append(("Paper", lambda t, cell, key: paper_value(t, cell, key)))
+    out.append((f"Ours ({scale})", lambda t, cell, key, r=results: ours_value(t, r, cell, key)))
+    return out
+
+
+def _cell(table, row_id, column_id):
+    return next((c for c in table.cells if c.row == row_id and c.column == column_id), None)
+
+
+def parameter_value(cell, parameter: str | None):
+    """The value a cell's overrides give `parameter` (e.g. sam.beta), else None."""
+    if cell is None or not parameter:
+        return None
+    value = None
+    for override in cell.overrides:
+        key, _, text = override.lstrip("+~").partition("=")
+        if key == parameter:
+            value = yaml.safe_load(text)
+    return value
+
+
+def _series(table, plot) -> list[dict]:
+    columns = [c["id"] for c in table.columns]
+    series = [s for s in plot.get("series") or [] if isinstance(s, dict) and s.get("columns")]
+    series = [{**s, "columns": [c for c in s["columns"] if c in columns]} for s in series]
+    return [s for s in series if s["columns"]] or [{"label": None, "columns": columns}]
+
+
+def _row_groups(table, plot) -> list[list[dict]]:
+    return [[row] for row in table.rows] if plot.get("panels") == "rows" else [list(table.rows)]
+
+
+def _axes_grid(fig, n_sources: int, n_groups: int):
+    """axes[source][group]; one group of several sources lies side by side."""
+    if n_groups == 1:
+        return [[fig.add_subplot(1, n_sources, s + 1)] for s in range(n_sources)]
+    return [[fig.add_subplot(n_sources, n_groups, s * n_groups + g + 1) for g in range(n_groups)]
+            for s in range(n_sources)]
+
+
+def _no_data(ax, text: str):
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _set_scale(ax, plot, axis):
+    value = plot.get(f"{axis}scale")
+    if value in ("linear", "log", "symlog"):
+        getattr(ax, f"set_{axis}scale")(value)
+
+
+def _panel_title(source_title, group, n_groups):
+    return source_title if n_groups == 1 else f"{source_title}: {group[0]['label']}"
+
+
+# ---- scatter and lines ---------------------------------------------------------------------------
+
+def _xy_points(table, value, row, series, plot, x, y):
+    """[(x, (y, yerr), annotation)] of one row and series, in column order."""
+    x_values = plot.get("x_values")
+    columns = [c["id"] for c in table.columns]
+    points = []
+    for column_id in series["columns"]:
+        cell = _cell(table, row["id"], column_id)
+        if cell is None:
+            continue
+        if x:
+            px = value(table, cell, x)[0]
+        elif isinstance(x_values, list) and len(x_values) == len(columns):
+            px = x_values[columns.index(column_id)]
+        elif series.get("parameter"):
+            px = parameter_value(cell, series["parameter"])
+        else:
+            px = columns.index(column_id)
+        py = value(table, cell, y)
+        if isinstance(px, (int, float)) and py[0] is not None:
+            annotate = plot.get("annotate")
+            text = (parameter_value(cell, series.get("parameter")) if annotate == "parameter"
+                    else table.label("column", column_id) if annotate == "column" else None)
+            points.append((px, py, text))
+    return points
+
+
+def _other_table_points(plot, row, is_paper, other, x, y):
+    """Isolated points from `points_from`: [(x, y, label)] of the other table's same row, from its
+    paper values in the paper panel and from its runs in ours."""
+    spec = plot.get("points_from")
+    if not isinstance(spec, dict) or other is None or not x:
+        return []
+    table, results = other
+    points = []
+    for column_id in spec.get("columns") or [c["id"] for c in table.columns]:
+        cell = _cell(table, row["id"], column_id)
+        if cell is None:
+            continue
+        get = (lambda key, c=cell: paper_value(table, c, key)) if is_paper else (
+            lambda key, c=cell: ours_value(table, results, c, key))
+        px, py = get(x)[0], get(y)[0]
+        if px is not None and py is not None:
+            points.append((px, py, table.label("column", column_id)))
+    return points
+
+
+def xy(fig, table, results, plot, scale, context):
+    kind = plot.get("type")
+    x = plot.get("x") or (_default_key(table, render.RATIO_KINDS) if kind == "scatter" else None)
+    y = plot.get("y") or plot.get("metric") or _default_key(table, ("accuracy",))
+    plot = {"connect": kind == "lines", "annotate": "column" if kind == "scatter" else None, **plot}
+    all_series, groups, srcs = _series(table, plot), _row_groups(table, plot), sources(table, results, scale)
+    axes = _axes_grid(fig, len(srcs), len(groups))
+    for s, (title, value) in enumerate(srcs):
+        for g, group in enumerate(groups):
+            ax, drawn, labelled = axes[s][g], False, False
+            for r, row in enumerate(group):
+                for i, series in enumerate(all_series):
+                    points = _xy_points(table, value, row, series, plot, x, y)
+                    if not points:
+                        continue
+                    drawn = True
+                    yerr = [p[1][1] or 0.0 for p in points]
+                    label = " ".join(t for t in (row["label"] if len(group) > 1 else None,
+                                                 series.get("label")) if t) or None
+                    labelled = labelled or label is not None
+                    ax.errorbar([p[0] for p in points], [p[1][0] for p in points],
+                                yerr=yerr if any(yerr) else None, fmt="o-" if plot["connect"] else "o",
+                                color=f"C{(i if len(all_series) > 1 else r) % 10}", label=label, capsize=2)
+                    for px, (py, _), text in points:
+                        if text is not None:
+                            ax.annotate(str(text), (px, py), textcoords="offset points", xytext=(4, 4),
+                                        fontsize=7)
+                for px, py, text in _other_table_points(plot, row, title == "Paper", context["other"], x, y):
+                    drawn = True
+                    ax.plot([px], [py], "s", color="0.3")
+                    ax.annotate(text, (px, py), textcoords="offset points", xytext=(4, -10), fontsize=7)
+            if not drawn:
+                _no_data(ax, "no values")
+            elif labelled:
+                ax.legend(fontsize=7)
+            if not x and not plot.get("x_values") and not any(se.get("parameter") for se in all_series):
+                ax.set_xticks(range(len(table.columns)), [c["label"] for c in table.columns],
+                              fontsize=7, rotation=30)
+            ax.set_title(_panel_title(title, group, len(groups)), fontsize=9)
+            ax.set_xlabel(plot.get("xlabel") or _label(table, x, all_series[0].get("parameter") or ""))
+            ax.set_ylabel(plot.get("ylabel") or _label(table, y))
+            _set_scale(ax, plot, "x")
+            _set_scale(ax, plot, "y")
+
+
+# ---- heatmap and bars ---------------------------------------------------------------------------
+
+def heatmap(fig, table, results, plot, scale, context):
+    key = plot.get("metric") or plot.get("y") or _default_key(table, ("accuracy",))
+    metric = _metric(table, key)
+    srcs = sources(table, results, scale)
+    for ax, (title, value) in zip(_axes_grid(fig, len(srcs), 1), srcs, strict=True):
+        ax = ax[0]
+        grid = [[value(table, _cell(table, r["id"], c["id"]), key)[0] for c in table.columns]
+                for r in table.rows]
+        if all(v is None for row in grid for v in row):
+            _no_data(ax, "no values")
+        else:
+            data = [[math.nan if v is None else v for v in row] for row in grid]
+            image = ax.imshow(data, cmap=plot.get("cmap") or "viridis", aspect="auto")
+            fig.colorbar(image, ax=ax, shrink=0.8)
+            for r, row in enumerate(grid):
+                for c, v in enumerate(row):
+                    if v is not None:
+                        ax.text(c, r, render.fmt(v, render.metric_spec(metric) if metric else ".3g"),
+                                ha="center", va="center", fontsize=7, color="w")
+            ax.set_xticks(range(len(table.columns)), [c["label"] for c in table.columns], fontsize=7)
+            ax.set_yticks(range(len(table.rows)), [r["label"] for r in table.rows], fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(plot.get("xlabel") or "")
+        ax.set_ylabel(plot.get("ylabel") or "")
+
+
+def bars(fig, table, results, plot, scale, context):
+    key = plot.get("metric") or plot.get("y") or _default_key(table, ("accuracy",)) or \
+        _default_key(table, render.RATIO_KINDS)
+    width = 0.8 / max(len(table.columns), 1)
+    srcs = sources(table, results, scale)
+    for ax, (title, value) in zip(_axes_grid(fig, len(srcs), 1), srcs, strict=True):
+        ax, heights = ax[0], []
+        for j, col in enumerate(table.columns):
+            xs, ys, errs = [], [], []
+            for r, row in enumerate(table.rows):
+                mean, std = value(table, _cell(table, row["id"], col["id"]), key)
+                if mean is not None:
+                    xs.append(r + (j - (len(table.columns) - 1) / 2) * width)
+                    ys.append(mean)
+                    errs.append(std or 0.0)
+            if ys:
+                heights += list(zip(ys, errs, strict=True))
+                ax.bar(xs, ys, width, yerr=errs if any(errs) else None, color=f"C{j % 10}",
+                       label=col["label"], capsize=2)
+                spec = render.metric_spec(_metric(table, key)) if _metric(table, key) else ".4g"
+                for px, py in zip(xs, ys, strict=True):
+                    ax.annotate(render.fmt(py, spec), (px, py), xytext=(0, 2), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=7)
+        if heights:
+            ax.legend(fontsize=7)
+            low, high = min(h - e for h, e in heights), max(h + e for h, e in heights)
+            if plot.get("zoom", True) and low > 0:
+                # Accuracies differ by tenths of a point: start the axis near the data, not at zero.
+                pad = 0.1 * (high - low) + 0.5
+                ax.set_ylim(max(low - 3 * pad, 0), high + pad)
+        else:
+            _no_data(ax, "no values")
+        ax.set_xticks(range(len(table.rows)), [r["label"] for r in table.rows], fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(plot.get("ylabel") or _label(table, key))
+
+
+# ---- TensorBoard curves ------------------------------------------------------------------------
+
+def read_scalars(run_dir, tags) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] from the event files under run_dir ({} without any)."""
+    event_dirs = sorted({p.parent for p in pathlib.Path(run_dir).rglob("events.out.tfevents*")})
+    if not event_dirs:
+        return {}
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.util import tensor_util
+
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for d in event_dirs:
+        acc = ea.EventAccumulator(str(d), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
+        acc.Reload()
+        available = acc.Tags()
+        for tag in tags:
+            if tag in available.get("scalars", []):
+                points = [(e.step, e.value) for e in acc.Scalars(tag)]
+            elif tag in available.get("tensors", []):  # tf.summary (clu) writes scalars as tensors
+                points = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+            else:
+                continue
+            curves.setdefault(tag, []).extend(points)
+    return {tag: sorted(dict(points).items()) for tag, points in curves.items()}
+
+
+def _first_seed_dir(runs_dir, table, scale, cell):
+    if runs_dir is None:
+        return None
+    cell_dir = pathlib.Path(runs_dir) / table.id / scale / cell.row / cell.column
+    seeds = sorted(p for p in cell_dir.glob("seed*") if p.is_dir())
+    return seeds[0] if seeds else None
+
+
+def _curve_series(plot, kind) -> tuple[list[dict], bool]:
+    """([{tags: candidates, label, style, color}], whether they share one panel)."""
+    tags = plot.get("tags")
+    tags = [tags] if isinstance(tags, str) else [str(t) for t in tags or []]
+    series = [s for s in plot.get("series") or [] if isinstance(s, dict) and s.get("key")]
+    if series:
+        return [{**s, "tags": ([tags[i]] if i < len(tags) else []) +
+                 [s["key"], f"train_{s['key']}", f"train_sam_{s['key']}"]}
+                for i, s in enumerate(series)], True
+    tags = tags or DEFAULT_TAGS.get(kind, DEFAULT_TAGS["curves"])
+    return [{"key": t, "label": t, "tags": [t]} for t in tags], False
+
+
+def _steps_per_epoch(seed_dir) -> float | None:
+    try:
+        value = json.loads((seed_dir / "summary.json").read_text()).get("steps_per_epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, (int, float)) and value > 0 else None
+
+
+def _load_curves(table, cells, series, runs_dir, scale, by_epoch: bool):
+    """cell id -> (series key -> [(x, y)], x unit: epoch when asked and known, else step)."""
+    tags = [t for s in series for t in s["tags"]]
+    data = {}
+    for cell in cells:
+        seed_dir = _first_seed_dir(runs_dir, table, scale, cell)
+        try:
+            scalars = read_scalars(seed_dir, tags) if seed_dir else {}
+        except Exception as e:  # noqa: BLE001 - a corrupt event file must not stop the report
+            print(f"warning: {table.id} {cell.id}: cannot read event files: {e}", file=sys.stderr)
+            scalars = {}
+        per_epoch = _steps_per_epoch(seed_dir) if seed_dir and by_epoch else None
+        curves = {}
+        for s in series:
+            points = next((scalars[t] for t in s["tags"] if scalars.get(t)), None)
+            if points:
+                curves[s["key"]] = [(step / per_epoch if per_epoch else step, v) for step, v in points]
+        data[cell.id] = (curves, "epoch" if per_epoch else "step")
+    return data
+
+
+def curves(fig, table, results, plot, scale, context):
+    kind = plot.get("type", "curves")
+    series, shared = _curve_series(plot, kind)
+    wanted = plot.get("cells")
+    cells = [c for c in table.cells if not wanted or c.id in wanted]
+    by_epoch = plot.get("x") == "epoch"
+    data = _load_curves(table, cells, series, context.get("runs_dir"), scale, by_epoch)
+    if shared:  # every series in one panel per row group
+        panels = [([c for c in cells if c.row in {r["id"] for r in g}], series, g[0]["label"] if
+                   len(g) == 1 and len(table.rows) > 1 else None) for g in _row_groups(table, plot)]
+    else:
+        panels = [(cells, [s], s["label"]) for s in series]
+    axes = [fig.add_subplot(1, len(panels), i + 1) for i in range(len(panels))]
+    paper_curves = plot.get("paper_curves") if isinstance(plot.get("paper_curves"), dict) else {}
+    x_unit = "epoch" if by_epoch else "step"
+    for p, (ax, (panel_cells, panel_series, title)) in enumerate(zip(axes, panels, strict=True)):
+        drawn = False
+        for c, cell in enumerate(panel_cells):
+            cell_curves, unit = data[cell.id]
+            for i, s in enumerate(panel_series):
+                points = cell_curves.get(s["key"])
+                if not points:
+                    continue
+                drawn, x_unit = True, unit
+                where = f"({cell.id})" if len(panel_cells) > 1 else None
+                label = " ".join(t for t in (s.get("label"), where) if t)
+                color = s.get("color") or f"C{(i if len(panel_series) > 1 else c) % 10}"
+                ax.plot([pt[0] for pt in points], [pt[1] for pt in points],
+                        LINESTYLES.get(s.get("style"), "-"), color=color, label=label)
+        if p == 0:
+            for j, (label, points) in enumerate(paper_curves.items()):
+                ok = [pt for pt in points or [] if isinstance(pt, (list, tuple)) and len(pt) == 2]
+                if ok:
+                    drawn = True
+                    ax.plot([pt[0] for pt in ok], [pt[1] for pt in ok], "--", color=f"C{j % 10}",
+                            label=f"paper: {label}")
+        if drawn:
+            ax.legend(fontsize=6)
+        else:
+            where = (f"{context['runs_dir']}/{table.id}/{scale}" if context.get("runs_dir")
+                     else "no local runs directory")
+            missing = ", ".join(s["tags"][0] for s in panel_series)
+            _no_data(ax, f"data missing:\nno TensorBoard scalars\n{missing}\nunder {where}")
+        _set_scale(ax, plot, "y")
+        if title:
+            ax.set_title(str(title), fontsize=9)
+        ax.set_xlabel(plot.get("xlabel") or x_unit)
+        ylabel = plot.get("ylabel") or (plot.get("y") if isinstance(plot.get("y"), str) else None)
+        if ylabel:
+            ax.set_ylabel(ylabel)
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+def _other_table(plot, tables_dir, results_for):
+    spec = plot.get("points_from")
+    if not isinstance(spec, dict) or not spec.get("table"):
+        return None
+    from reproduce import registry
+
+    try:
+        other = registry.load(spec["table"], pathlib.Path(tables_dir or registry.TABLES_DIR))
+    except (ValueError, OSError, KeyError) as e:
+        print(f"warning: points_from: {e}", file=sys.stderr)
+        return None
+    try:
+        return other, (results_for(other) if results_for else {})
+    except Exception as e:  # noqa: BLE001 - the isolated points are extras: draw without them
+        print(f"warning: points_from {other.id}: {e}", file=sys.stderr)
+        return other, {}
+
+
+def _figsize(table, plot, kind) -> tuple[float, float]:
+    if kind in ("curves", "diagnostics"):
+        series, shared = _curve_series(plot, kind)
+        n = len(_row_groups(table, plot)) if shared else len(series)
+        return max(5.0 * n, 8.0), 4.2
+    n_sources = 2 if _has_paper_values(table) else 1
+    n_groups = len(_row_groups(table, plot)) if kind in ("scatter", "lines") else 1
+    if n_groups == 1:
+        return max(5.5 * n_sources, 6.0), 4.5
+    return 4.5 * n_groups, 4.0 * n_sources
+
+
+def draw(table, results, stem, runs_dir=None, scale: str = "cpu", tables_dir=None,
+         results_for=None) -> dict[str, pathlib.Path]:
+    """Draws `table` into `<stem>.png` and `<stem>.svg`; returns them by suffix.
+
+    results_for(other_table) -> results supplies `points_from` tables (default: read runs_dir).
+    """
+    plot = table.plot if isinstance(table.plot, dict) else {}
+    kind = plot.get("type") if plot.get("type") in PLOT_TYPES else "bars"
+    plot = {**plot, "type": kind}
+    if results_for is None and runs_dir is not None:
+        def results_for(other):
+            return collect_lib.collect(other, runs_dir, scale)
+    fig = Figure(figsize=_figsize(table, plot, kind), layout="constrained")
+    try:
+        context = {"runs_dir": runs_dir, "other": _other_table(plot, tables_dir, results_for)}
+        draw_fn = {"scatter": xy, "lines": xy, "heatmap": heatmap, "bars": bars, "curves": curves,
+                   "diagnostics": curves}[kind]
+        draw_fn(fig, table, results, plot, scale, context)
+    except Exception as e:  # noqa: BLE001 - a figure we cannot draw becomes a note, not a crash
+        print(f"warning: {table.id}: could not draw {kind}: {type(e).__name__}: {e}", file=sys.stderr)
+        fig.clear()
+        _no_data(fig.add_subplot(1, 1, 1), f"could not draw {kind}: {type(e).__name__}: {e}")
+    width = fig.get_size_inches()[0]
+    fig.suptitle(textwrap.fill(plot.get("title") or render.title(table), int(width * 11)), fontsize=10)
+    stem = pathlib.Path(stem)
+    paths = {suffix: stem.parent / f"{stem.name}.{suffix}" for suffix in ("png", "svg")}
+    fig.savefig(paths["png"], dpi=150)
+    fig.savefig(paths["svg"])
+    return paths

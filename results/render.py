@@ -1,0 +1,482 @@
+"""Renders one registry table with our results next to the paper's: Markdown, LaTeX and HTML.
+
+Every cell shows, per metric: ours (mean ± population std over seeds, x the metric's `scale`, in
+its `format`), the paper's value (± its std where printed) and, for accuracy, Δ = ours − paper.
+Time and throughput metrics also show their ratio to the base column of the same row, for ours and
+for the paper. Below the table: the cost of each method relative to the base column (the paper's,
+ours measured, and the spec's ideal), the cells that did not complete, and the table's notes.
+
+The cell texts are built once as plain Unicode (`cell_lines`); each output format only escapes
+and joins them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import pathlib
+import re
+
+import yaml
+
+from results import collect as collect_lib
+
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+MARKERS = {"missing": "— missing", "running": "… running", "failed": "✗ failed",
+           "diverged": "✗ diverged"}
+RATIO_KINDS = ("time", "throughput")
+
+
+# ---- numbers ---------------------------------------------------------------------------------
+
+def _decimals(value) -> int:
+    if isinstance(value, int):
+        return 0
+    text = repr(float(value))
+    return 0 if "e" in text else len(text.split(".")[1].rstrip("0"))
+
+
+def _at_least(spec: str, decimals: int) -> str:
+    """`spec` with at least `decimals` digits after the point, so that a paper value is never
+    shown rounded to fewer digits than it was printed with."""
+    match = re.fullmatch(r"(.*\.)(\d+)([fF%])", spec)
+    if not match:
+        return spec
+    return f"{match.group(1)}{max(int(match.group(2)), decimals)}{match.group(3)}"
+
+
+def fmt(value: float | None, spec: str) -> str:
+    if value is None:
+        return "n/a"
+    if spec.endswith("d"):  # an integer format: a mean is a float
+        value = int(round(value))
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):  # a format the registry got wrong still shows the number
+        return format(value, "g")
+
+
+def paper_mean_std(value) -> tuple[float | None, float | None]:
+    if isinstance(value, dict):
+        return value.get("mean"), value.get("std")
+    return value, None
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
+
+
+def fmt_ratios(ratios: list[tuple[float | None, str]]) -> str:
+    shown = [f"{r:.2f}x {label}" for r, label in ratios if r is not None]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
+def metric_spec(metric) -> str:
+    return metric.format or "g"
+
+
+# ---- cells -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """One metric of one cell, as plain text."""
+    label: str
+    ours: str  # value(s) and/or status marker
+    paper: str
+    delta: str  # "" unless accuracy with both values
+
+
+def ours_value(result, metric) -> float | None:
+    mean = result.mean.get(metric.key) if result else None
+    return None if mean is None else mean * metric.scale
+
+
+def ours_text(result, metric, refs) -> str:
+    """refs: (label, CellResult or None) of the columns a time/throughput value is compared to."""
+    status = result.status if result else "missing"
+    spec = metric_spec(metric)
+    mean = ours_value(result, metric)
+    text = ""
+    if mean is not None:
+        std = result.std.get(metric.key)
+        text = fmt(mean, spec) + ("" if std is None else f" ± {fmt(std * metric.scale, spec)}")
+        if metric.kind in RATIO_KINDS:
+            text += fmt_ratios([(ratio(mean, ours_value(r, metric)), label) for label, r in refs])
+    elif status == "completed":
+        text = "n/a"  # completed, but the summary has no such value
+    if status != "completed":
+        marker = MARKERS.get(status, status)
+        if result and len(result.seeds) > 1:
+            marker += f" ({result.n_completed}/{len(result.seeds)} seeds completed)"
+        text = f"{text} · {marker}" if text else marker
+    return text
+
+
+def paper_text(value, metric, refs) -> str:
+    """refs: (label, the paper's value of that column) as in `ours_text`."""
+    mean, std = paper_mean_std(value)
+    if mean is None:
+        return "—"
+    text = fmt(mean, _at_least(metric_spec(metric), _decimals(mean)))
+    if std is not None:
+        text += f" ± {fmt(std, _at_least(metric_spec(metric), _decimals(std)))}"
+    if metric.kind in RATIO_KINDS:
+        text += fmt_ratios([(ratio(mean, paper_mean_std(v)[0]), label) for label, v in refs])
+    return text
+
+
+def delta_text(result, value, metric) -> str:
+    ours, paper = ours_value(result, metric), paper_mean_std(value)[0]
+    if metric.kind != "accuracy" or ours is None or paper is None:
+        return ""
+    spec = metric_spec(metric)
+    return fmt(ours - paper, spec if spec.startswith(("+", "-", " ")) else "+" + spec)
+
+
+def ratio_columns(table) -> list[str]:
+    """The base column, then `plot: {ratio_to: <column or list>}` (ESAM prints images/s as a ratio
+    to SAM's, not to SGD's)."""
+    extra = table.plot.get("ratio_to") if isinstance(table.plot, dict) else None
+    extra = [extra] if isinstance(extra, str) else list(extra or [])
+    ids = {c["id"] for c in table.columns}
+    return [c for c in dict.fromkeys([table.base_column, *extra]) if c in ids]
+
+
+def _ref_cells(table, cell):
+    if cell.column == table.base_column:
+        return []  # the reference itself: its ratios to the others would only invert theirs
+    cells = {c.id: c for c in table.cells}
+    return [cells[f"{cell.row}/{c}"] for c in ratio_columns(table)
+            if c != cell.column and f"{cell.row}/{c}" in cells]
+
+
+def cell_lines(table, cell, results) -> list[Line]:
+    refs = _ref_cells(table, cell)
+    lines = []
+    for i, metric in enumerate(table.metrics):
+        ours_refs = [(table.label("column", r.column), results.get(r.id)) for r in refs]
+        paper_refs = [(table.label("column", r.column), r.paper[i]) for r in refs]
+        lines.append(Line(label=metric.label, ours=ours_text(results.get(cell.id), metric, ours_refs),
+                          paper=paper_text(cell.paper[i], metric, paper_refs),
+                          delta=delta_text(results.get(cell.id), cell.paper[i], metric)))
+    return lines
+
+
+def line_text(line: Line, with_label: bool) -> str:
+    text = f"{line.ours} · paper {line.paper}"
+    if line.delta:
+        text += f" · Δ {line.delta}"
+    return f"{line.label}: {text}" if with_label else text
+
+
+def grid(table, results) -> list[tuple[str, list[list[str] | None]]]:
+    """(row label, per column the cell's metric texts or None for a skipped cell) per row."""
+    cells = {c.id: c for c in table.cells}
+    many = len(table.metrics) > 1
+    rows = []
+    for row in table.rows:
+        texts = []
+        for column in table.columns:
+            cell = cells.get(f"{row['id']}/{column['id']}")
+            texts.append(None if cell is None else
+                         [line_text(line, many) for line in cell_lines(table, cell, results)])
+        rows.append((row["label"], texts))
+    return rows
+
+
+# ---- cost relative to the base column ----------------------------------------------------------
+
+def _sam_from_overrides(overrides, configs_dir: pathlib.Path) -> dict:
+    """The `sam` group a cell's Hydra overrides compose to, in Hydra's order: the group's file
+    (command line choice over the experiment's), the experiment's values, then `sam.<key>=`."""
+    choice, experiment, values = None, {}, {}
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in ("sam", "/sam"):
+            choice = value
+        elif key == "experiment":
+            path = configs_dir / "experiment" / f"{value}.yaml"
+            experiment = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        elif key.startswith("sam."):
+            values[key[4:]] = yaml.safe_load(value)
+    if choice is None:
+        for entry in experiment.get("defaults") or []:
+            if isinstance(entry, dict) and "override /sam" in entry:
+                choice = entry["override /sam"]
+    group_path = configs_dir / "sam" / f"{choice or 'none'}.yaml"
+    group = yaml.safe_load(group_path.read_text()) if group_path.is_file() else {"method": choice}
+    return {**(group or {}), **(experiment.get("sam") or {}), **values}
+
+
+def estimator_cost(sam_config: dict | None) -> float | None:
+    """looksam.sam's ideal cost (passes per step) of a resolved `sam` config, else None."""
+    if not isinstance(sam_config, dict):
+        return None
+    try:
+        from looksam import sam as sam_lib
+
+        method = sam_config.get("method") or "none"
+        hparams = {k: sam_config[k] for k in sam_lib.HPARAMS[method] if sam_config.get(k) is not None}
+        return sam_lib.make(method, **hparams).ideal_cost
+    except (ImportError, KeyError, ValueError, TypeError):
+        return None
+
+
+def ideal_cost(table, column_id: str, results, configs_dir: pathlib.Path = CONFIGS_DIR) -> float | None:
+    """From a completed run's summary (cost.ideal_cost, else its config), else from the overrides."""
+    cells = [c for c in table.cells if c.column == column_id]
+    for cell in cells:
+        summaries = results[cell.id].summaries if cell.id in results else ()
+        for summary in summaries:
+            cost = collect_lib._number(collect_lib.lookup(summary, "cost.ideal_cost"))
+            cost = cost if cost is not None else estimator_cost(collect_lib.lookup(summary, "config.sam"))
+            if cost is not None:
+                return cost
+    return estimator_cost(_sam_from_overrides(cells[0].overrides, configs_dir)) if cells else None
+
+
+def _cost_ratio(value, base, kind: str) -> float | None:
+    # Cost is step time: a time metric grows with it, a throughput metric shrinks.
+    return ratio(value, base) if kind == "time" else ratio(base, value)
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def cost_rows(table, results, configs_dir: pathlib.Path = CONFIGS_DIR) -> list[dict]:
+    """Per column: paper, measured and ideal cost relative to the base column (mean over rows)."""
+    if table.base_column is None:
+        return []
+    paper_metric = next(((i, m) for i, m in enumerate(table.metrics) if m.kind in RATIO_KINDS), None)
+    cells = {c.id: c for c in table.cells}
+    base_ideal = ideal_cost(table, table.base_column, results, configs_dir)
+    rows = []
+    for column in table.columns:
+        paper, measured = [], []
+        for row in table.rows:
+            cell = cells.get(f"{row['id']}/{column['id']}")
+            base = cells.get(f"{row['id']}/{table.base_column}")
+            if cell is None or base is None:
+                continue
+            if paper_metric is not None:
+                i, m = paper_metric
+                paper.append(_cost_ratio(paper_mean_std(cell.paper[i])[0],
+                                         paper_mean_std(base.paper[i])[0], m.kind))
+            ours, ours_base = results.get(cell.id), results.get(base.id)
+            if ours and ours_base:
+                measured.append(_cost_ratio(ours.mean.get("images_per_sec"),
+                                            ours_base.mean.get("images_per_sec"), "throughput")
+                                or _cost_ratio(ours.mean.get("seconds_per_epoch"),
+                                               ours_base.mean.get("seconds_per_epoch"), "time"))
+        ideal = ideal_cost(table, column["id"], results, configs_dir)
+        rows.append({"column": column["id"], "label": column["label"], "paper": _mean(paper),
+                     "measured": _mean(measured), "ideal": ratio(ideal, base_ideal)})
+    return rows
+
+
+def cost_grid(table, results, configs_dir: pathlib.Path = CONFIGS_DIR) -> list[list[str]]:
+    return [[r["label"]] + ["—" if r[k] is None else f"{r[k]:.2f}" for k in ("paper", "measured", "ideal")]
+            for r in cost_rows(table, results, configs_dir)]
+
+
+def cost_caption(table) -> str:
+    paper_metric = next((m for m in table.metrics if m.kind in RATIO_KINDS), None)
+    paper = (f"the paper's from its {paper_metric.label}" if paper_metric
+             else "the paper prints no time or throughput here")
+    return (f"Step time relative to {table.label('column', table.base_column)} (mean over rows): "
+            f"{paper}; measured from our images/s (else s/epoch); ideal: the spec's forward+backward "
+            "passes per step (a forward alone counts 1/3).")
+
+
+# ---- header, status and notes ------------------------------------------------------------------
+
+def title(table) -> str:
+    name = table.paper_name if isinstance(table.paper_name, str) else ""
+    return f"{name + ', ' if name else ''}{table.source}: {table.title}"
+
+
+def status_counts(table, results) -> str:
+    counts: dict[str, int] = {}
+    for cell in table.cells:
+        status = results[cell.id].status if cell.id in results else "missing"
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{counts[s]} {s}" for s in collect_lib.STATUSES if s in counts)
+
+
+def seed_range(results) -> str:
+    n = sorted({r.n_completed for r in results.values() if r.n_completed})
+    return "none completed" if not n else str(n[0]) if len(n) == 1 else f"{n[0]}-{n[-1]}"
+
+
+def header_lines(table, results, scale: str, source: str) -> list[str]:
+    lines = [f"Scale: `{scale}` · source: {source} · seeds per cell: paper {table.seeds}, "
+             f"ours {seed_range(results)} · cells: {status_counts(table, results) or 'none'}"]
+    if scale != "paper":
+        lines.append(f"At scale `{scale}` the runs are shrunk (configs/scale/{scale}.yaml: fewer epochs, "
+                     "smaller models or data), so differences from the paper are expected.")
+    lines.append(f"Paper hardware: {table.hardware}; paper time: {table.paper_time}.")
+    refs = " and ".join(table.label("column", c) for c in ratio_columns(table))
+    legend = ("Each cell: ours (mean ± population std over seeds) · paper (± std where printed) · "
+              "Δ = ours − paper for accuracy")
+    if refs and any(m.kind in RATIO_KINDS for m in table.metrics):
+        legend += f"; time and throughput with their ratio to {refs} in the same row"
+    lines.append(legend + ".")
+    return lines
+
+
+def incomplete(table, results) -> list[str]:
+    """One line per cell with a seed that did not complete (not for cells never started)."""
+    lines = []
+    for cell in table.cells:
+        result = results.get(cell.id)
+        if result is None or not result.seeds or result.status == "completed":
+            continue
+        seeds = ", ".join(f"{name} {status}" for name, status in result.seeds.items())
+        messages = "; ".join(f"{name}: {m}" for name, m in result.messages.items())
+        lines.append(f"{cell.id}: {seeds}" + (f" ({messages})" if messages else ""))
+    return lines
+
+
+# ---- Markdown ---------------------------------------------------------------------------------
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def markdown_grid(table, results) -> list[str]:
+    head = [""] + [c["label"] for c in table.columns]
+    rows = [[_md(label)] + ["" if t is None else "<br>".join(_md(x) for x in t) for t in texts]
+            for label, texts in grid(table, results)]
+    return _md_table(head, rows)
+
+
+def markdown(table, results, scale: str, source: str, images: tuple[str, ...] = ()) -> str:
+    lines = [f"# {title(table)}", ""]
+    lines += [line + "  " for line in header_lines(table, results, scale, source)] + [""]
+    if table.caption:
+        lines += [f"> {table.caption.strip()}", ""]
+    lines += [f"![{table.id}]({image})" for image in images] + ([""] if images else [])
+    lines += markdown_grid(table, results) + [""]
+    costs = cost_grid(table, results)
+    if costs:
+        lines += ["## Cost relative to the base column", "", cost_caption(table), ""]
+        lines += _md_table(["Method", "paper", "measured", "ideal (spec)"],
+                           [[_md(x) for x in row] for row in costs]) + [""]
+    failed = incomplete(table, results)
+    if failed:
+        lines += ["## Runs not completed", ""] + [f"- {_md(x)}" for x in failed] + [""]
+    if table.notes:
+        lines += ["## Notes", ""] + [f"- {' '.join(n.split())}" for n in table.notes] + [""]
+    return "\n".join(lines)
+
+
+# ---- LaTeX ------------------------------------------------------------------------------------
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+_TEX_UNICODE = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": "--", "—": "---", "…": r"\ldots{}",
+                "✗": r"$\times$", "·": r"$\cdot$", "×": r"$\times$", "α": r"$\alpha$",
+                "β": r"$\beta$", "γ": r"$\gamma$", "ρ": r"$\rho$", "ε": r"$\epsilon$", "θ": r"$\theta$"}
+
+
+def tex_escape(text: str) -> str:
+    out = "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
+    for uni, tex in _TEX_UNICODE.items():
+        out = out.replace(uni, tex)
+    return out
+
+
+def _tex_stack(lines: list[str]) -> str:
+    # A nested tabular stacks a cell's lines without extra packages.
+    if len(lines) == 1:
+        return lines[0]
+    return r"\begin{tabular}[c]{@{}c@{}}" + r" \\ ".join(lines) + r"\end{tabular}"
+
+
+def latex(table, results, scale: str) -> str:
+    n = len(table.columns)
+    lines = [f"% {title(table)} (ours at scale {scale})",
+             r"% needs \usepackage{booktabs}",
+             r"\begin{tabular}{l" + "c" * n + "}", r"\toprule",
+             " & ".join([""] + [tex_escape(c["label"]) for c in table.columns]) + r" \\", r"\midrule"]
+    for label, texts in grid(table, results):
+        cells = ["" if t is None else _tex_stack([tex_escape(x) for x in t]) for t in texts]
+        lines.append(" & ".join([tex_escape(label)] + cells) + r" \\")
+    lines.append(r"\bottomrule")
+    lines.append(r"\end{tabular}")
+    costs = cost_grid(table, results)
+    if costs:
+        lines += ["", f"% {cost_caption(table)}", r"\begin{tabular}{lccc}", r"\toprule",
+                  r"Method & paper & measured & ideal (spec) \\", r"\midrule"]
+        lines += [" & ".join(tex_escape(x) for x in row) + r" \\" for row in costs]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+# ---- HTML -------------------------------------------------------------------------------------
+
+def _html_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["<table>", "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
+             "<tbody>"]
+    lines += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
+    return lines + ["</tbody>", "</table>"]
+
+
+def html_page(table, results, scale: str, source: str) -> str:
+    e = html.escape
+    heading = title(table)
+    lines = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">', f"<title>{e(heading)}</title>",
+             "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px;"
+             "vertical-align:top}</style></head><body>", f"<h1>{e(heading)}</h1>"]
+    lines += [f"<p>{e(line)}</p>" for line in header_lines(table, results, scale, source)]
+    if table.caption:
+        lines.append(f"<blockquote>{e(table.caption.strip())}</blockquote>")
+    rows = [[e(label)] + ["" if t is None else "<br>".join(e(x) for x in t) for t in texts]
+            for label, texts in grid(table, results)]
+    lines += _html_table([""] + [e(c["label"]) for c in table.columns], rows)
+    costs = cost_grid(table, results)
+    if costs:
+        lines += ["<h2>Cost relative to the base column</h2>", f"<p>{e(cost_caption(table))}</p>"]
+        lines += _html_table(["Method", "paper", "measured", "ideal (spec)"],
+                             [[e(x) for x in row] for row in costs])
+    if table.notes:
+        lines += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{e(' '.join(n.split()))}</li>" for n in table.notes]
+        lines.append("</ul>")
+    return "\n".join(lines + ["</body></html>"]) + "\n"
+
+
+# ---- files ------------------------------------------------------------------------------------
+
+def write(table, results, scale: str, source: str, out, runs_dir=None, tables_dir=None,
+          results_for=None) -> dict[str, pathlib.Path]:
+    """Writes `<out>/<id>_<scale>.{md,tex,html}` (a figure: its PNG/SVG and a Markdown stub);
+    returns the paths by suffix. runs_dir: TensorBoard curves; tables_dir and results_for (table
+    -> results): another table a figure takes points from."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{table.id}_{scale}"
+    paths: dict[str, pathlib.Path] = {}
+    images: tuple[str, ...] = ()
+    if table.kind == "figure":
+        from results import figures
+
+        drawn = figures.draw(table, results, out / stem, runs_dir=runs_dir, scale=scale,
+                             tables_dir=tables_dir, results_for=results_for)
+        paths.update(drawn)
+        images = tuple(p.name for suffix, p in drawn.items() if suffix == "png")
+    paths["md"] = out / f"{stem}.md"
+    paths["md"].write_text(markdown(table, results, scale, source, images))
+    if table.kind != "figure":
+        paths["tex"] = out / f"{stem}.tex"
+        paths["tex"].write_text(latex(table, results, scale))
+        paths["html"] = out / f"{stem}.html"
+        paths["html"].write_text(html_page(table, results, scale, source))
+    return paths

@@ -1,0 +1,261 @@
+"""The results renderer on fake runs: cell values and statuses, ratios, cost table, files, figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from reproduce import registry
+from results import __main__ as cli
+from results import collect, figures, render
+
+TABLE = "looksam_iclr_cifar10"
+SCALE = "cpu"
+
+
+def write_summary(runs, table_id, cell, seed, **summary):
+    row, column = cell.split("/")
+    d = pathlib.Path(runs) / table_id / SCALE / row / column / f"seed{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+def completed(acc, ips=None, ideal=None, sam=None):
+    return dict(status="completed", best_test_accuracy=acc, final_test_accuracy=acc, final_train_loss=0.5,
+                images_per_sec=ips, seconds_per_epoch=None if ips is None else 50_000 / ips,
+                cost={"ideal_cost": ideal}, config={"sam": sam} if sam else {})
+
+
+SGD_ACC = [0.80, 0.82, 0.83]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    for seed, acc in enumerate(SGD_ACC):
+        write_summary(runs, TABLE, "resnet18/sgd", seed, **completed(acc, ips=1000.0, ideal=1.0))
+    for seed, acc in enumerate([0.84, 0.86]):
+        write_summary(runs, TABLE, "resnet18/looksam5", seed, **completed(acc, ips=830.0, ideal=1.2))
+    # No cost counter: the ideal comes from the run's config via looksam.sam.
+    write_summary(runs, TABLE, "resnet18/sam", 0,
+                  **completed(0.85, ips=500.0, sam={"method": "sam", "rho": 0.05, "k": 5}))
+    write_summary(runs, TABLE, "resnet18/sam5", 0, status="failed", message="RuntimeError: out of memory")
+    write_summary(runs, TABLE, "resnet18/sam10", 0, status="diverged", best_test_accuracy=None,
+                  message="non-finite training loss")
+    running = pathlib.Path(runs) / TABLE / SCALE / "resnet18" / "sam20" / "seed0" / "checkpoints"
+    running.mkdir(parents=True)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def rendered(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    table = registry.load(TABLE)
+    results = collect.collect(table, runs, SCALE)
+    paths = render.write(table, results, SCALE, str(runs), out)
+    return table, results, paths, paths["md"].read_text()
+
+
+def test_collect_statuses_and_statistics(rendered):
+    _, results, _, _ = rendered
+    sgd = results["resnet18/sgd"]
+    assert sgd.status == "completed" and sgd.seeds == {"seed0": "completed", "seed1": "completed",
+                                                        "seed2": "completed"}
+    assert sgd.values["best_test_accuracy"] == SGD_ACC
+    assert math.isclose(sgd.mean["best_test_accuracy"], np.mean(SGD_ACC))
+    assert math.isclose(sgd.std["best_test_accuracy"], np.std(SGD_ACC))  # population std
+    assert results["resnet18/sam"].std["best_test_accuracy"] is None  # one seed
+    assert results["resnet18/sam5"].status == "failed"
+    assert results["resnet18/sam10"].status == "diverged"
+    assert results["resnet18/sam20"].status == "running"
+    assert results["wrn28_10/sgd"].status == "missing" and results["wrn28_10/sgd"].seeds == {}
+
+
+def test_aggregate_status_is_the_worst_seed():
+    assert collect.aggregate_status(["completed", "completed"]) == "completed"
+    assert collect.aggregate_status(["completed", "running", "diverged"]) == "diverged"
+    assert collect.aggregate_status(["missing", "failed", "diverged"]) == "failed"
+    assert collect.aggregate_status([]) == "missing"
+
+
+def test_markdown_has_every_paper_number_ours_and_the_difference(rendered):
+    table, _, _, md = rendered
+    for cell in table.cells:
+        assert f"paper {cell.paper[0]:.1f}" in md, cell.id
+    mean, std = 100 * np.mean(SGD_ACC), 100 * np.std(SGD_ACC)
+    assert f"{mean:.1f} ± {std:.1f} · paper 95.6 · Δ {mean - 95.6:+.1f}" in md
+    assert "85.0 · paper 96.4 · Δ -11.4" in md  # one seed: no ±
+
+
+def test_status_markers(rendered):
+    _, _, _, md = rendered
+    row = next(line for line in md.splitlines() if line.startswith("| ResNet-18 |"))
+    for marker in ("✗ failed", "✗ diverged", "… running"):
+        assert marker in row
+    assert "— missing" in md
+    assert "RuntimeError: out of memory" in md  # the failed run's message, under "Runs not completed"
+
+
+def test_cost_table_ideal_and_measured(rendered):
+    _, _, _, md = rendered
+
+    def cost_row(label):
+        line = next(x for x in md.splitlines() if x.startswith(f"| {label} |") and x.count("|") == 5)
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    assert cost_row("LookSAM-5") == ["LookSAM-5", "—", f"{1000 / 830:.2f}", "1.20"]
+    assert cost_row("SAM") == ["SAM", "—", "2.00", "2.00"]
+    assert cost_row("SAM-10")[3] == "1.10"  # never run: from its overrides (sam=sam_k, sam.k=10)
+
+
+def test_tex_and_html_written(rendered):
+    _, _, paths, _ = rendered
+    tex, page = paths["tex"].read_text(), paths["html"].read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"$\pm$" in tex and "LookSAM-5" in tex
+    assert r"$\times$ failed" in tex and "96.4" in tex
+    assert "<table>" in page and "✗ diverged" in page and "96.4" in page
+
+
+THROUGHPUT_TABLE = """
+id: {id}
+kind: {kind}
+paper_name: Test paper
+source: Table 9
+title: Throughput test
+base_column: sgd
+metrics:
+  - {{key: best_test_accuracy, label: Top-1 (%), kind: accuracy, scale: 100, format: .1f}}
+  - {{key: images_per_sec, label: images/s, kind: throughput, format: ",.0f"}}
+overrides: [sam.rho=0.1]
+rows: [{{id: vit, label: ViT-B/16, overrides: [model=vit_b16]}}]
+columns:
+  - {{id: sgd, label: SGD, overrides: [sam=none]}}
+  - {{id: looksam5, label: LookSAM-5, overrides: [sam=looksam, sam.k=5]}}
+  - {{id: sam, label: SAM, overrides: [sam=sam]}}
+paper:
+  vit: [[79.8, 3434], [{{mean: 80.5, std: 0.1}}, 1717], [80.7, null]]
+plot: {plot}
+notes: [A note on the test table.]
+"""
+
+
+def write_event_file(directory, tag, values):
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(directory))
+    for step, v in enumerate(values):
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=v)])
+        writer.add_event(event_pb2.Event(step=step, wall_time=1.0, summary=summary))
+    writer.close()
+
+
+@pytest.fixture
+def throughput_table(tmp_path):
+    """make(kind, plot) -> (Table, runs dir): a one-row table (or figure) with two columns run."""
+    def make(kind="table", plot="{}", table_id=None):
+        table_id = table_id or f"throughput_{kind}"
+        (tmp_path / f"{table_id}.yaml").write_text(THROUGHPUT_TABLE.format(id=table_id, kind=kind, plot=plot))
+        runs = tmp_path / "runs"
+        write_summary(runs, table_id, "vit/sgd", 0, **completed(0.70, ips=1000.0))
+        write_summary(runs, table_id, "vit/looksam5", 0, **completed(0.71, ips=590.0))
+        seed1 = write_summary(runs, table_id, "vit/looksam5", 1, **completed(0.73, ips=610.0))
+        write_event_file(seed1.parent / "seed0", "train_sam_cos_g_gs", [0.9, 0.8, 0.85])
+        return registry.load(table_id, directory=tmp_path), runs
+    return make
+
+
+def test_throughput_ratio_to_the_base_column(throughput_table, tmp_path):
+    table, runs = throughput_table()
+    md = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")["md"]
+    md = md.read_text()
+    assert "images/s: 600 ± 10 (0.60x SGD) · paper 1,717 (0.50x SGD)" in md
+    assert "images/s: 1,000 · paper 3,434 |" in md  # the base column: no ratio to itself
+    assert "72.0 ± 1.0 · paper 80.5 ± 0.1 · Δ -8.5" in md
+    assert "— missing · paper —" in md  # SAM: no run, no printed throughput
+    sam_row = next(x for x in md.splitlines() if x.startswith("| SAM |"))
+    assert sam_row.replace(" ", "") == "|SAM|—|—|2.00|"
+    looksam_row = next(x for x in md.splitlines() if x.startswith("| LookSAM-5 |"))
+    assert looksam_row.replace(" ", "") == "|LookSAM-5|2.00|1.67|1.20|"  # paper 3434/1717
+    assert "A note on the test table." in md
+
+
+def test_ratio_to_a_second_column(throughput_table, tmp_path):
+    table, runs = throughput_table(plot="{ratio_to: sam}")
+    write_summary(runs, table.id, "vit/sam", 0, **completed(0.72, ips=500.0))
+    md = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")["md"]
+    md = md.read_text()
+    assert "images/s: 600 ± 10 (0.60x SGD, 1.20x SAM) · paper 1,717 (0.50x SGD)" in md
+    assert "images/s: 500 (0.50x SGD) · paper —" in md
+
+
+def test_scatter_figure_writes_png_and_svg(throughput_table, tmp_path):
+    table, runs = throughput_table("figure", "{type: scatter, x: images_per_sec, y: best_test_accuracy, "
+                                             "connect: true, xscale: log}")
+    paths = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in paths["svg"].read_text()
+    assert f"]({paths['png'].name})" in paths["md"].read_text()
+
+
+PLOTS = ["{type: heatmap, xlabel: gamma, ylabel: beta}", "{type: lines}",
+         "{type: bars, metric: images_per_sec}",
+         "{type: lines, panels: rows, x: images_per_sec, annotate: parameter, points_from: {table: other, "
+         "columns: [sgd]}, series: [{label: LookSAM, parameter: sam.k, columns: [looksam5, sam]}]}",
+         "{type: diagnostics}", "{type: diagnostics, panels: rows, x: epoch, series: [{key: cos_g_gs, "
+         "label: cos, style: dashed}], paper_curves: {SAM: [[0, 0.5], [2, 0.7]]}}",
+         "{type: curves, tags: test_accuracy}", "{type: nonsense, x: 3}", "null"]
+
+
+@pytest.mark.parametrize("with_runs", [True, False], ids=["runs", "no_runs"])
+@pytest.mark.parametrize("plot", PLOTS)
+def test_every_figure_type_draws(throughput_table, tmp_path, capsys, plot, with_runs):
+    throughput_table(table_id="other")  # points_from's table
+    table, runs = throughput_table("figure", plot)
+    runs = runs if with_runs else tmp_path / "no_runs"
+    paths = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out",
+                         runs_dir=runs, tables_dir=tmp_path)
+    assert paths["png"].stat().st_size > 0 and paths["svg"].stat().st_size > 0
+    assert "could not draw" not in capsys.readouterr().err  # drawn, not replaced by the error note
+
+
+def test_diagnostics_reads_tensorboard_scalars(tmp_path):
+    write_event_file(tmp_path, "train_sam_cos_g_gs", [0.5, 0.75, 1.0])
+    curves = figures.read_scalars(tmp_path, ["train_sam_cos_g_gs", "absent"])
+    assert curves == {"train_sam_cos_g_gs": [(0, 0.5), (1, 0.75), (2, 1.0)]}
+
+
+def test_cli_with_no_runs_at_all(tmp_path, capsys):
+    assert cli.main(["render", TABLE, "--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 0
+    md = capsys.readouterr().out
+    assert md.count("— missing") == len(registry.load(TABLE).cells)
+    assert re.search(r"\| SAM \| — \| — \| 2\.00 \|", md)
+    assert {p.suffix for p in tmp_path.iterdir()} >= {".md", ".tex", ".html"}
+
+
+def test_collect_wandb_maps_runs_to_cells():
+    class Run:
+        def __init__(self, cell, seed, summary, state="finished", scale="cpu"):
+            self.config = {"table": TABLE, "cell": cell, "trainer": {"seed": seed}, "scale": {"name": scale}}
+            self.summary, self.state = summary, state
+
+    class Api:
+        def runs(self, path, filters):
+            assert filters == {"group": TABLE}
+            return [Run("resnet18/sgd", 0, {"status": "completed", "best_test_accuracy": 0.8}),
+                    Run("resnet18/sgd", 1, {"status": "completed", "best_test_accuracy": 0.9}),
+                    Run("resnet18/sgd", 2, {"best_test_accuracy": 0.1}, scale="paper"),
+                    Run("resnet18/sam", 0, {}, state="running"),
+                    Run("resnet18/sam5", 0, {}, state="crashed")]
+
+    results = collect.collect_wandb(registry.load(TABLE), "e/p", SCALE, api=Api())
+    assert results["resnet18/sgd"].values["best_test_accuracy"] == [0.8, 0.9]
+    assert results["resnet18/sam"].status == "running"
+    assert results["resnet18/sam5"].status == "failed"
+    assert results["resnet50/sgd"].status == "missing"
