@@ -260,3 +260,21 @@ def test_gradient_drift_diagnostic_of_figure2(mlp):
 def test_gradient_drift_needs_a_method_perturbing_every_step():
     with pytest.raises(ValueError, match="drift_interval"):
         sam.make("looksam", drift_interval=5)
+
+
+def test_esam_subset_losses_of_figure5():
+    """Mean losses of the selected (B+) and rejected (B-) examples at w and at w + eps."""
+    loss_fn, params, batch = sharpness_ordered_problem()
+    rho = 0.05
+    f = ref.Flat(loss_fn, params, batch)
+    selected = [1, 3, 4, 7, 9]  # the largest c_i (see test_esam_selects_the_sharpest_examples)
+    rejected = [0, 2, 5, 6, 8]
+    w_eps = f.w + ref.sam_eps(f.grad(f.w), rho)
+    clean, perturbed = np.asarray(f.losses(f.w)), np.asarray(f.losses(w_eps))
+    est = sam.make("esam", rho=rho, beta=1.0, gamma=0.5)
+    _, _, out = est.gradient(loss_fn, params, batch, est.init(params))
+    m = out.metrics
+    np.testing.assert_allclose(m["esam_loss_selected_empirical"], clean[selected].mean(), rtol=1e-5)
+    np.testing.assert_allclose(m["esam_loss_rejected_empirical"], clean[rejected].mean(), rtol=1e-5)
+    np.testing.assert_allclose(m["esam_loss_selected_sam"], perturbed[selected].mean(), rtol=1e-5)
+    np.testing.assert_allclose(m["esam_loss_rejected_sam"], perturbed[rejected].mean(), rtol=1e-5)

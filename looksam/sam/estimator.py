@@ -176,7 +176,7 @@ class Estimator:
         def group(b, size):
             return self._perturbed_gradients(loss_fn, params, b, rng, size)
 
-        (g, g_s), (losses, sharpness), aux = self._over_groups(group, batch)
+        (g, g_s), (losses, sharpness, selected), aux = self._over_groups(group, batch)
         if self.method in REUSES_G_V:
             g_v = look.orthogonal_component(g, g_s)
         metrics = self._metrics(g, g_s, g_v, jnp.mean(losses), sam_step=True)
@@ -185,22 +185,31 @@ class Estimator:
             metrics["selected_fraction"] = jnp.float32(
                 esam.sds_count(self.gamma, group_size) / group_size)
             metrics["sharpness"] = jnp.mean(sharpness)
+            if self.gamma < 1:  # ESAM Figure 5: both subsets' losses at w and w + eps (free)
+                for name, mask in (("selected", selected), ("rejected", ~selected)):
+                    count = jnp.maximum(mask.sum(), 1)
+                    metrics[f"esam_loss_{name}_empirical"] = jnp.where(mask, losses, 0).sum() / count
+                    metrics[f"esam_loss_{name}_sam"] = jnp.where(
+                        mask, losses + sharpness, 0).sum() / count
         return g_s, g, g_v, aux, metrics
 
     def _perturbed_gradients(self, loss_fn, params, batch, rng, size):
-        """On one group: ((g, g_s), (l_i(w), s_i), aux); ESAM's SDS when gamma < 1."""
+        """On one group: ((g, g_s), (l_i(w), s_i, i selected), aux); ESAM's SDS when gamma < 1."""
         g, losses, aux = batching.mean_grad(loss_fn, params, batch, size)
         perturbed = otu.tree_add(params, self._epsilon(params, g, rng))
+        selected = jnp.ones(losses.shape, bool)
         if self.method == "esam" and self.gamma < 1:
             sharpness = batching.forward_losses(loss_fn, perturbed, batch, size) - losses
-            subset = batching.take(batch, esam.sds_select(sharpness, self.gamma))
+            chosen = esam.sds_select(sharpness, self.gamma)
+            selected = jnp.zeros(losses.shape, bool).at[chosen].set(True)
+            subset = batching.take(batch, chosen)
             if self.batch_sharding is not None:
                 subset = jax.lax.with_sharding_constraint(subset, self.batch_sharding)
             g_s = batching.mean_grad(loss_fn, perturbed, subset, size)[0]
         else:
             g_s, perturbed_losses, _ = batching.mean_grad(loss_fn, perturbed, batch, size)
             sharpness = perturbed_losses - losses
-        return (g, g_s), (losses, sharpness), aux
+        return (g, g_s), (losses, sharpness, selected), aux
 
     def _epsilon(self, params, g, rng):
         rho = self.rho
