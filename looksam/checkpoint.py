@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -46,8 +47,24 @@ class Checkpointer:
             # One completeness rule on every filesystem: a step counts once its commit file exists.
             atomicity_options=ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode.COMMIT_FILE))
         self._in_flight: int | None = None
+        self._keep = keep
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("state", "extra"))
+
+    def check_space(self, state) -> None:
+        """Fails at the start when the disk cannot hold the checkpoints this run will keep (the
+        `keep` newest plus the one being written), not hours later at the first save."""
+        if "://" in self.directory:
+            return
+        size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state) if hasattr(x, "dtype"))
+        needed = (self._keep + 1) * size
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            raise ValueError(
+                f"Checkpoint directory {self.directory} has {free / 2**20:.0f} MiB free, but this "
+                f"run keeps {self._keep} checkpoint(s) of {size / 2**20:.0f} MiB plus one in "
+                f"flight ({needed / 2**20:.0f} MiB). Free space there, point trainer.workdir "
+                "elsewhere, or lower trainer.keep_checkpoints.")
 
     def latest_step(self) -> int | None:
         steps = self._manager.all_steps()

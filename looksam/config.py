@@ -36,6 +36,9 @@ class DataConfig:
     shuffle_buffer: int = 50_000
     mock: bool = False  # generated random examples instead of files (smoke scale, tests)
     mock_examples: int = 64
+    # How many parts the split is read as (each process reads its own ones); None: one per
+    # process. Fixed, it makes the global batches independent of how many processes run.
+    input_shards: Optional[int] = None
 
 
 @dataclass
@@ -93,6 +96,20 @@ class TrainerConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """JAX's distributed runtime (looksam.distributed): one process per host, GPU or TPU worker."""
+
+    # auto: initialise when a coordinator is configured or the job runs as several SLURM tasks;
+    # true: always (a TPU pod: jax.distributed.initialize() finds its workers); false: never.
+    enabled: str = "auto"
+    coordinator_address: Optional[str] = None  # host:port of process 0
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+    local_device_ids: Optional[List[int]] = None
+    initialization_timeout: int = 300  # seconds to wait for every process to join
+
+
+@dataclass
 class LoggerConfig:
     tensorboard: bool = True
     wandb_mode: Optional[str] = None  # online | offline | disabled; None: online with an API key
@@ -133,6 +150,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     table: Optional[str] = None  # the table and cell a run belongs to (reproduce/)
     cell: Optional[str] = None
 
@@ -212,6 +230,18 @@ def validate(cfg: DictConfig):
          "online, offline, disabled or null")
     need(cfg.data.mixup_alpha >= 0, "data.mixup_alpha", "must be >= 0 (0: no mixup)")
     need(0 <= cfg.data.label_smoothing < 1, "data.label_smoothing", "must lie in [0, 1)")
+    need(cfg.data.input_shards is None or cfg.data.input_shards >= 1, "data.input_shards",
+         "must be >= 1 or null (one per process)")
+    d = cfg.distributed
+    need(str(d.enabled).lower() in ("auto", "true", "false"), "distributed.enabled",
+         "auto, true or false")
+    explicit = (d.coordinator_address, d.num_processes, d.process_id)
+    need(all(v is None for v in explicit) or all(v is not None for v in explicit),
+         "distributed.coordinator_address",
+         "set distributed.coordinator_address, num_processes and process_id together")
+    need(d.num_processes is None or d.num_processes >= 1, "distributed.num_processes", "must be >= 1")
+    need(d.process_id is None or 0 <= d.process_id < (d.num_processes or 1), "distributed.process_id",
+         "must lie in [0, distributed.num_processes)")
     need(cfg.data.randaugment is None or len(cfg.data.randaugment) == 2, "data.randaugment",
          "[num_ops, magnitude] or null")
     return estimator(cfg)

@@ -19,7 +19,9 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -125,8 +127,53 @@ def evaluate(eval_step, state, batches) -> dict[str, float]:
     return {f"test_{k}": float(v.compute()) for k, v in total.items()}
 
 
+class PreemptionNotice:
+    """True at the step where the job should checkpoint and exit because it is being preempted.
+
+    One process: a SIGTERM (SLURM's notice before a time limit or preemption, Kubernetes, `kill`)
+    sets a flag. Several processes: JAX's preemption service catches the signal and agrees with
+    every process on one step (`reached_preemption_sync_point`), so all save the same step.
+    """
+
+    def __init__(self):
+        import jax
+
+        self.multiprocess = jax.process_count() > 1
+        self.received = False
+        self._previous = None
+        if not self.multiprocess and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        del frame
+        log.warning("received signal %d: saving a checkpoint at the end of this step", signum)
+        self.received = True
+
+    def __call__(self, step: int) -> bool:
+        if self.multiprocess:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.received
+
+    def close(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def run(cfg, workdir: str) -> dict:
     """Trains cfg (a composed DictConfig) in workdir; returns the summary also written there."""
+    from looksam import config, distributed
+
+    cfg = config.apply_scale(cfg)
+    est = config.validate(cfg)  # every check before any compilation
+    distributed.initialize(cfg.distributed)  # before anything touches a JAX backend
+    if not distributed.is_main():  # one process speaks for the run
+        logging.getLogger("looksam").setLevel(logging.WARNING)
+    return _train(cfg, est, workdir)
+
+
+def _train(cfg, est, workdir: str) -> dict:
     import jax
     import jax.numpy as jnp
     from clu import periodic_actions
@@ -136,21 +183,23 @@ def run(cfg, workdir: str) -> dict:
     from looksam import checkpoint, config, models, optim, tracking
     from looksam.data import pipeline
 
-    cfg = config.apply_scale(cfg)
-    est = config.validate(cfg)  # every check before any compilation
     t_start = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
     t = cfg.trainer
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints,
                                    every_steps=t.checkpoint_every_steps)
     summary_path = os.path.join(workdir, "summary.json")
+    if t.num_devices and jax.process_count() > 1:
+        raise ValueError("trainer.num_devices picks local devices of a one-process run; with "
+                         f"{jax.process_count()} processes leave it null (every device of every process)")
     devices = jax.devices()[: t.num_devices] if t.num_devices else jax.devices()
     mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,))
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     for key in ("batch_size", "eval_batch_size"):
-        if t[key] % (len(devices) * jax.process_count()):
-            raise ValueError(f"trainer.{key}={t[key]} must divide over the {len(devices)} devices")
+        if t[key] % len(devices):
+            raise ValueError(f"trainer.{key}={t[key]} must divide over the {len(devices)} devices "
+                             f"of {jax.process_count()} process(es)")
 
     with contextlib.ExitStack() as stack:
         ds_spec = pipeline.spec(cfg.data.name)
@@ -193,6 +242,7 @@ def run(cfg, workdir: str) -> dict:
             state, extra = ckpt.restore(latest, state)
             start_step = latest
             log.info("resuming from step %d in %s", start_step, workdir)
+        ckpt.check_space(state)
 
         tracker = stack.enter_context(tracking.Tracker(
             workdir, config.to_dict(cfg), mode=cfg.logger.wandb_mode, project=cfg.logger.project,
@@ -224,7 +274,8 @@ def run(cfg, workdir: str) -> dict:
                 cfg.data.name, global_batch=t.batch_size, seed=t.seed, split=cfg.data.train_split,
                 randaugment=tuple(cfg.data.randaugment) if cfg.data.randaugment else None,
                 mixup_alpha=cfg.data.mixup_alpha, label_smoothing=cfg.data.label_smoothing,
-                shuffle_buffer=cfg.data.shuffle_buffer, start_step=start, **data_kw)
+                shuffle_buffer=cfg.data.shuffle_buffer, start_step=start,
+                shards=cfg.data.input_shards, **data_kw)
             return pipeline.prefetch_to_devices(pipeline.as_numpy(ds), sharded)
 
         def eval_batches():
@@ -268,6 +319,8 @@ def run(cfg, workdir: str) -> dict:
                      total_steps, means["loss"], means["accuracy"], rate, eta / 60)
             return True
 
+        preempted = PreemptionNotice()
+        stack.callback(preempted.close)
         batches = train_batches(start_step)
         step = start_step
         window_start = time.perf_counter()
@@ -280,9 +333,10 @@ def run(cfg, workdir: str) -> dict:
             counters["sam_steps" if sam_step else "reuse_steps"] += 1
             counters["passes"] += est.passes(sam_step)
             report(step)
-            log_now = step % t.log_every_steps == 0 or step == total_steps
-            due_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps
-            due_eval = step % eval_every == 0 or step == total_steps
+            stopping = preempted(step)
+            log_now = step % t.log_every_steps == 0 or step == total_steps or stopping
+            due_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps or stopping
+            due_eval = (step % eval_every == 0 or step == total_steps) and not stopping
             if not (log_now or due_ckpt or due_eval):
                 continue
             jax.block_until_ready(state)
@@ -305,7 +359,12 @@ def run(cfg, workdir: str) -> dict:
                     ckpt.save(step, state, {
                         "step": step, "wandb_id": tracker.run_id, "best_test_accuracy": best,
                         "last_eval": last_eval, "train_loss": train_loss, "counters": counters},
-                        force=step == total_steps)
+                        force=step == total_steps or stopping)
+            if stopping:
+                status, message = "preempted", (f"stopped by a preemption notice after step {step} "
+                                                "and checkpointed; rerun the same command to resume")
+                log.warning(message)
+                break
             window_start = time.perf_counter()
         ckpt.wait()
         ckpt.close()
@@ -394,6 +453,8 @@ def main() -> None:
                 log.exception("run failed; the sweep goes on")  # its summary says status failed
                 return None
             raise
+        if summary["status"] == "preempted":  # the job is going away: end it, the sweep too
+            raise SystemExit(128 + signal.SIGTERM)
         return summary["best_test_accuracy"]  # what a sweeper (optuna) maximises
 
     hydra_main()

@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-STATUSES = ("completed", "diverged", "failed", "running", "missing")
+STATUSES = ("completed", "diverged", "failed", "preempted", "running", "missing")
 # Aggregate status of a cell: completed only when every seed is; otherwise the worst seed's.
-WORST_FIRST = ("failed", "diverged", "running", "missing")
+WORST_FIRST = ("failed", "diverged", "preempted", "running", "missing")
 # Always collected besides the table's own metrics: the throughput comparison needs them.
 EXTRA_KEYS = ("best_test_accuracy", "final_test_accuracy", "final_train_loss", "images_per_sec",
               "images_per_sec_per_device", "seconds_per_epoch", "total_seconds")

@@ -23,7 +23,7 @@ from results import collect as collect_lib
 
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 MARKERS = {"missing": "— missing", "running": "… running", "failed": "✗ failed",
-           "diverged": "✗ diverged"}
+           "diverged": "✗ diverged", "preempted": "… preempted (resumable)"}
 RATIO_KINDS = ("time", "throughput")
 
 

@@ -26,7 +26,13 @@ def cfg_for(workdir, *overrides):
 
 
 def final_state(workdir, step):
-    return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+    """The saved state as host arrays, whatever mesh or process count wrote it."""
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    checkpointer = ocp.StandardCheckpointer()
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one_device),
+                          checkpointer.metadata(path).item_metadata)
+    return checkpointer.restore(path, target)
 
 
 def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):

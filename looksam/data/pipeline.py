@@ -174,8 +174,12 @@ def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | N
                   randaugment: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
                   label_smoothing: float = 0.0, shuffle_buffer: int = 50_000, start_step: int = 0,
                   process_index: int | None = None, process_count: int | None = None,
-                  download: bool = False, synthetic: int | None = None):
+                  shards: int | None = None, download: bool = False, synthetic: int | None = None):
     """The endless training stream of this process's batches (global_batch / process_count each).
+
+    The split is read as `shards` parts (default: one per process), each batched to
+    global_batch / shards examples; a process concatenates the batches of its own parts. With
+    the same `shards`, one process and several see the same global batches.
 
     Labels are int32 [b], or float32 [b, classes] once mixup or label smoothing is on.
     `synthetic=n` serves n generated examples instead of the dataset (smoke runs).
@@ -184,52 +188,66 @@ def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | N
 
     ds_spec = spec(name)
     index, count = _process(process_index, process_count)
-    if global_batch % count:
-        raise ValueError(f"global batch {global_batch} must divide over {count} processes")
-    local_batch = global_batch // count
+    shards = shards or count
+    if shards % count:
+        raise ValueError(f"data.input_shards={shards} must be a multiple of the {count} processes")
+    if global_batch % shards:
+        raise ValueError(f"global batch {global_batch} must divide over {shards} input shards "
+                         f"(one per process unless data.input_shards says otherwise)")
+    shard_batch = global_batch // shards
     split = split or ds_spec.train_split
-    records, sizes = _records(name, split, count, index, directory, download, synthetic,
-                              drop_remainder=True)
-    epoch_size = sizes[index]
-    if epoch_size < local_batch:
-        raise ValueError(f"{name} {split}: {epoch_size} examples per process, fewer than one "
-                         f"batch of {local_batch}")
     ops = tuple(ds_spec.train_ops if ops is None else ops)
     if randaugment is not None:  # after the crop, on uint8 pixels (augment's docstring)
         num_ops, magnitude = randaugment
         ops = ops + (("randaugment", dict(num_ops=num_ops, magnitude=magnitude)),)
     transform = _transform(ops, ds_spec)
-    consumed = start_step * local_batch
-    start_epoch, offset = divmod(consumed, epoch_size)
     run_seed = tf.constant(seed, tf.int64)
 
-    def epoch(e):
-        shuffled = records.shuffle(min(shuffle_buffer, epoch_size), seed=run_seed * 1_000_003 + e,
-                                   reshuffle_each_iteration=False)
-        return shuffled.enumerate().map(
-            lambda i, ex: {**ex, "seed": tf.stack([run_seed * 7919 + e, i])})
+    def shard_stream(shard):
+        records, sizes = _records(name, split, shards, shard, directory, download, synthetic,
+                                  drop_remainder=True)
+        epoch_size = sizes[shard]
+        if epoch_size < shard_batch:
+            raise ValueError(f"{name} {split}: {epoch_size} examples per input shard, fewer than "
+                             f"one batch of {shard_batch}")
+        start_epoch, offset = divmod(start_step * shard_batch, epoch_size)
 
-    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).skip(offset)
+        def epoch(e):
+            shuffled = records.shuffle(min(shuffle_buffer, epoch_size), seed=run_seed * 1_000_003 + e,
+                                       reshuffle_each_iteration=False)
+            # Augmentation seeds differ between shards: (epoch, position * shards + shard).
+            return shuffled.enumerate().map(
+                lambda i, ex: {**ex, "seed": tf.stack([run_seed * 7919 + e, i * shards + shard])})
 
-    def preprocess(ex):
-        image = transform(ex["image"], ex["seed"])
-        label = tf.cast(ex["label"], tf.int32)
-        return {"image": tf.ensure_shape(image, [None, None, 3]), "label": label}
+        ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).skip(offset)
 
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(local_batch, drop_remainder=True)
-    if mixup_alpha > 0 or label_smoothing > 0:
-        def soften(step, batch):
-            labels = tf.one_hot(batch["label"], ds_spec.num_classes, dtype=tf.float32)
-            if label_smoothing > 0:
-                labels = augment.label_smoothing(labels, label_smoothing)
-            images = batch["image"]
-            if mixup_alpha > 0:
-                images, labels = augment.mixup(images, labels, tf.stack([run_seed + 104729, step]),
-                                               alpha=mixup_alpha)
-            return {"image": images, "label": labels}
+        def preprocess(ex):
+            image = transform(ex["image"], ex["seed"])
+            label = tf.cast(ex["label"], tf.int32)
+            return {"image": tf.ensure_shape(image, [None, None, 3]), "label": label}
 
-        ds = ds.enumerate(start=start_step).map(soften, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(shard_batch, drop_remainder=True)
+        if mixup_alpha > 0 or label_smoothing > 0:
+            mix_seed = run_seed + 104729 + 15485863 * shard
+
+            def soften(step, batch):
+                labels = tf.one_hot(batch["label"], ds_spec.num_classes, dtype=tf.float32)
+                if label_smoothing > 0:
+                    labels = augment.label_smoothing(labels, label_smoothing)
+                images = batch["image"]
+                if mixup_alpha > 0:
+                    images, labels = augment.mixup(images, labels, tf.stack([mix_seed, step]),
+                                                   alpha=mixup_alpha)
+                return {"image": images, "label": labels}
+
+            ds = ds.enumerate(start=start_step).map(soften, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds
+
+    per_process = shards // count
+    streams = [shard_stream(index * per_process + j) for j in range(per_process)]
+    ds = streams[0] if per_process == 1 else tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
