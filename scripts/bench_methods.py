@@ -9,6 +9,11 @@ device (`--host-devices N` simulates N CPU devices).
 
     python scripts/bench_methods.py                       # CNN widths 32-64-128, batch 128, 32x32
     python scripts/bench_methods.py --methods none sam looksam-5 --rounds 3
+    python scripts/bench_methods.py --methods none sam --microbatch 32   # 4 x 32 against 1 x 128
+
+`--microbatch N` also times every method with the batch accumulated in chunks of N examples
+(`trainer.microbatch`, the large-batch path) and prints each one's step time over the
+whole-batch step of the same method.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--rho", type=float, default=0.05)
     p.add_argument("--host-devices", type=int, default=None,
                    help="simulate N CPU devices (sets XLA_FLAGS before JAX starts)")
+    p.add_argument("--microbatch", type=int, default=None,
+                   help="also time each method accumulating the batch in chunks of this many examples")
     p.add_argument("--json", default=None, help="also write the results to this file")
     return p.parse_args(argv)
 
@@ -72,6 +79,9 @@ def main(argv=None):
     devices = jax.devices()
     if args.batch % len(devices):
         sys.exit(f"--batch {args.batch} must divide over {len(devices)} devices")
+    if args.microbatch and (args.batch % args.microbatch or args.microbatch % len(devices)):
+        sys.exit(f"--microbatch {args.microbatch} must divide --batch {args.batch} and be a "
+                 f"multiple of the {len(devices)} devices")
     mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
@@ -84,11 +94,11 @@ def main(argv=None):
     tx = optim.optimizer("sgd", 0.01, momentum=0.9, weight_decay=5e-4)
     n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
 
-    def make_runner(label):
+    def make_runner(label, microbatch=None):
         method, hp, in_graph = METHODS[label]
         if method != "none":
             hp = dict(hp, rho=args.rho)
-        est = sam.make(method, **hp, batch_sharding=sharded,
+        est = sam.make(method, **hp, batch_sharding=sharded, microbatch=microbatch,
                        **({} if in_graph is None else dict(in_graph=in_graph)))
 
         def train_step(state, batch, rng, sam_step):
@@ -139,10 +149,15 @@ def main(argv=None):
     print(f"jax {jax.__version__} on {len(devices)} x {devices[0].device_kind}; model cnn "
           f"widths {args.widths} ({n_params / 1e6:.2f}M params), batch {args.batch} at "
           f"{args.image_size}x{args.image_size}, SGD-momentum, rho {args.rho}", flush=True)
-    runners = {}
+    runners, chunked = {}, {}
     for label in args.methods:
         runners[label] = make_runner(label)
         print(f"  compiled {label:<20} {runners[label]['compile_s']:6.1f} s", flush=True)
+        if args.microbatch:
+            name = f"{label} {args.batch // args.microbatch}x{args.microbatch}"
+            runners[name] = make_runner(label, args.microbatch)
+            chunked[name] = label
+            print(f"  compiled {name:<20} {runners[name]['compile_s']:6.1f} s", flush=True)
     for r in runners.values():  # one untimed block each: first-run allocations, caches
         run_block(r, args.steps)
     labels = list(runners)
@@ -180,6 +195,14 @@ def main(argv=None):
         print(f"| {row['method']} | {row['ms_per_step']:.1f} | {row['images_per_sec']:.0f} | "
               f"{fmt(row['ratio'], '.3f')} | {fmt(row['flop_ratio'], '.3f')} | "
               f"{row['ideal']:.3f} | {fmt(row['target'], '.3f')} | {met} |")
+    if chunked:
+        by_label = {row["method"]: row for row in rows}
+        print("\n| method | microbatched ms/step | whole batch ms/step | overhead |")
+        print("|---|---:|---:|---:|")
+        for name, label in chunked.items():
+            mb, whole = by_label[name]["ms_per_step"], by_label[label]["ms_per_step"]
+            by_label[name]["overhead_vs_whole_batch"] = mb / whole
+            print(f"| {name} | {mb:.1f} | {whole:.1f} | {mb / whole:.3f}x |")
     print(f"\nmedian of {args.rounds} rounds x {args.steps} steps; max spread between rounds "
           f"{max(r['spread'] for r in rows):.1%}")
     if args.json:
