@@ -11,14 +11,17 @@ PYTEST_WORKERS ?= 2
 # Table reproduction (reproduce/tables/*.yaml is the registry): SCALE=paper|cpu|smoke,
 # SEEDS= (default: the paper's), LAUNCHER=basic|submitit_slurm|submitit_local|slurm,
 # WANDB=online|offline|disabled, RUNS= (output root), OVERRIDES= (Hydra overrides for every
-# cell, e.g. OVERRIDES="data.data_dir=../shared/data/tfds").
+# cell, e.g. OVERRIDES="data.data_dir=../shared/data/tfds"), CELLS= (row/column ids: only
+# those cells, e.g. CELLS="look_layersam/b4k").
 SCALE ?= paper
 SEEDS ?=
 LAUNCHER ?= basic
 WANDB ?=
 RUNS ?= runs/reproduce
+CELLS ?=
 REPRODUCE = $(PY) -m reproduce run --scale $(SCALE) --launcher $(LAUNCHER) --runs $(RUNS) \
-	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(WANDB),--wandb $(WANDB)) $(foreach o,$(OVERRIDES),-o $(o))
+	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(WANDB),--wandb $(WANDB)) $(foreach o,$(OVERRIDES),-o $(o)) \
+	$(foreach c,$(CELLS),--cells=$(c))
 TABLES = $(basename $(notdir $(wildcard reproduce/tables/*.yaml)))
 
 .PHONY: install test test-slow test-all lint bench clean help list-tables reproduce-all

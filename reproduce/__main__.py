@@ -148,7 +148,8 @@ def main(argv=None) -> int:
     r.add_argument("--wandb", default=None, choices=["online", "offline", "disabled"])
     r.add_argument("--runs", default=os.environ.get("RUNS", "runs/reproduce"))
     r.add_argument("--out", default="results", help="where rendered tables and figures go")
-    r.add_argument("--cells", nargs="+", default=None, help="only these row/column cells")
+    r.add_argument("--cells", nargs="+", action="extend", default=None,
+                   help="only these row/column cells")
     r.add_argument("--dry-run", action="store_true", help="print the sweep command only")
     r.add_argument("--no-render", action="store_true")
     r.add_argument("-o", "--override", dest="overrides", action="append", default=[],

@@ -98,3 +98,34 @@ def test_whole_table_at_smoke_scale(tmp_path, table_id):
     assert all(json.loads(p.read_text())["status"] == "completed" for p in summaries)
     for marker in ("missing", "failed", "diverged", "running"):
         assert marker not in markdown.lower(), marker
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_reruns_only_its_unfinished_cells(tmp_path):
+    """SIGKILL the driver once its first cell completed; the rerun leaves that cell alone."""
+    import os
+    import signal
+    import time
+
+    cells = ["resnet18/sgd", "resnet18/sam", "resnet18/looksam5"]
+    command = [sys.executable, "-m", "reproduce", "run", "looksam_iclr_cifar10", "--scale", "smoke",
+               "--seeds", "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+               "--wandb", "disabled", "--no-render", "--cells", *cells]
+    table = registry.load("looksam_iclr_cifar10")
+    summaries = [driver.run_dir(tmp_path / "runs", table.id, "smoke", table.cell(c), 0) / "summary.json"
+                 for c in cells]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while not driver.completed(summaries[0].parent) and time.time() < deadline:
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Hydra job at once
+    proc.wait(timeout=60)
+    assert driver.completed(summaries[0].parent) and not driver.completed(summaries[2].parent)
+    first = summaries[0].read_text()
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert re.search(r"3 cells x 1 seed\(s\); 1 completed, 2 to run", rerun.stdout), rerun.stdout
+    assert summaries[0].read_text() == first  # not trained again
+    assert all(driver.completed(s.parent) for s in summaries)
