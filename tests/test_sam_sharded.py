@@ -69,3 +69,35 @@ def test_esam_subset_stays_sharded_so_its_cost_falls():
     lost = flops(sam.make("esam", beta=0.6, gamma=0.5), True) / base
     assert 1.6 < kept < 1.95  # 1 + 1/3 + gamma, per device
     assert lost > kept + 0.3
+
+
+def test_m_equal_to_the_per_device_batch_is_the_per_device_perturbation_of_the_tpu_code(mlp):
+    """The original SAM/LookSAM TPU code: every device perturbs with its own gradient of its own
+    examples, computes the gradient there, and the devices average (pmean). Written here with
+    shard_map and lax.pmean, it must equal the estimator with m = n / devices."""
+    from jax.sharding import Mesh
+
+    rho, n, devices = 0.3, 16, 8
+    mesh = Mesh(np.array(jax.devices()[:devices]), ("data",))
+    batch = mlp.batch(n=n)
+
+    def mean_loss(p, b):
+        return mlp.loss_fn(p, b)[0].mean()
+
+    def per_device(params, local):
+        g = jax.grad(mean_loss)(params, local)
+        norm = jax.numpy.sqrt(sum((x ** 2).sum() for x in jax.tree.leaves(g)))
+        perturbed = jax.tree.map(lambda w, gi: w + rho * gi / norm, params, g)
+        return jax.lax.pmean(jax.grad(mean_loss)(perturbed, local), "data")
+
+    # check_vma=False: per-device gradients as under pmap (with it, JAX would psum the gradient
+    # of the replicated parameters over devices inside `per_device`).
+    tpu_style = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
+                                      out_specs=P(), check_vma=False))
+    want = tpu_style(mlp.params, batch)
+    est = sam.make("sam", rho=rho, m=n // devices)
+    got, _, _ = est.gradient(mlp.loss_fn, mlp.params, batch, est.init(mlp.params), sam_step=True)
+    np.testing.assert_allclose(ravel_pytree(got)[0], ravel_pytree(want)[0], rtol=1e-5, atol=1e-6)
+    plain = sam.make("sam", rho=rho).gradient(mlp.loss_fn, mlp.params, batch,
+                                               sam.make("sam").init(mlp.params), sam_step=True)[0]
+    assert not np.allclose(ravel_pytree(plain)[0], ravel_pytree(want)[0], rtol=1e-3)  # m matters
