@@ -161,6 +161,54 @@ class PreemptionNotice:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def base_optimizer(cfg, steps_per_epoch: int, epoch_steps: int):
+    """(schedule, optax transformation): the lr follows the linear rule from base_batch."""
+    from looksam import optim
+
+    o, sched = cfg.optimizer, cfg.schedule
+    lr = o.lr * (cfg.trainer.batch_size / o.base_batch if o.base_batch else 1.0)
+    warmup = (sched.warmup_steps if sched.warmup_steps is not None
+              else round(sched.warmup_epochs * steps_per_epoch))
+    schedule = optim.schedule(lr, epoch_steps, min(warmup, epoch_steps), sched.decay,
+                              sched.init_lr, sched.end_lr)
+    tx = optim.optimizer(o.name, schedule, momentum=o.momentum, nesterov=o.nesterov,
+                         weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, eps=o.eps,
+                         clip_norm=o.clip_norm, weight_decay_mask=o.weight_decay_mask)
+    return schedule, tx
+
+
+def initial_state(model, tx, est, image_size: int, root_key) -> TrainState:
+    import jax
+    import jax.numpy as jnp
+
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, image_size, image_size, 3)),
+                                             train=False))(jax.random.fold_in(root_key, 2**31 - 1))
+    params = variables["params"]
+    return TrainState(params, variables.get("batch_stats"), tx.init(params), est.init(params))
+
+
+def batch_shape(cfg, ds_spec, sharding) -> dict:
+    """The global training batch, abstract: labels are one-hot rows once mixup or smoothing is on."""
+    import jax
+    import jax.numpy as jnp
+
+    n, size = cfg.trainer.batch_size, ds_spec.image_size
+    soft = cfg.data.mixup_alpha > 0 or cfg.data.label_smoothing > 0
+    label = ((n, ds_spec.num_classes), jnp.float32) if soft else ((n,), jnp.int32)
+    return {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=sharding),
+            "label": jax.ShapeDtypeStruct(*label, sharding=sharding)}
+
+
+def compile_steps(train_step, est, state, batch) -> dict:
+    """One compiled step per branch the schedule takes ({False, True} for LookSAM-k): the host
+    picks the branch, so a reuse step runs exactly one forward and backward pass."""
+    import jax
+
+    branches = sorted({est.is_sam_step(s) for s in range(est.period)})
+    return {branch: jax.jit(functools.partial(train_step, sam_step=branch), donate_argnums=0)
+            .lower(state, batch).compile() for branch in branches}
+
+
 def run(cfg, workdir: str) -> dict:
     """Trains cfg (a composed DictConfig) in workdir; returns the summary also written there."""
     from looksam import config, distributed
@@ -180,7 +228,7 @@ def _train(cfg, est, workdir: str) -> dict:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from looksam import checkpoint, config, models, optim, tracking
+    from looksam import checkpoint, config, models, tracking
     from looksam.data import pipeline
 
     t_start = time.perf_counter()
@@ -217,24 +265,10 @@ def _train(cfg, est, workdir: str) -> dict:
 
         model = models.create(cfg.model.name, num_classes=ds_spec.num_classes,
                               dtype=jnp.dtype(cfg.model.dtype), **cfg.model.kwargs)
-        lr = cfg.optimizer.lr * (t.batch_size / cfg.optimizer.base_batch
-                                 if cfg.optimizer.base_batch else 1.0)
-        warmup = (cfg.schedule.warmup_steps if cfg.schedule.warmup_steps is not None
-                  else round(cfg.schedule.warmup_epochs * steps_per_epoch))
-        schedule = optim.schedule(lr, epoch_steps, min(warmup, epoch_steps), cfg.schedule.decay,
-                                  cfg.schedule.init_lr, cfg.schedule.end_lr)
-        o = cfg.optimizer
-        tx = optim.optimizer(o.name, schedule, momentum=o.momentum, nesterov=o.nesterov,
-                             weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, eps=o.eps,
-                             clip_norm=o.clip_norm, weight_decay_mask=o.weight_decay_mask)
-
+        schedule, tx = base_optimizer(cfg, steps_per_epoch, epoch_steps)
         root_key = jax.random.key(t.seed)
         size = ds_spec.image_size
-        variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False))(
-            jax.random.fold_in(root_key, 2**31 - 1))
-        state = TrainState(variables["params"], variables.get("batch_stats"),
-                           tx.init(variables["params"]), est.init(variables["params"]))
-        state = jax.device_put(state, replicated)
+        state = jax.device_put(initial_state(model, tx, est, size, root_key), replicated)
 
         start_step, extra = 0, {}
         latest = ckpt.latest_step()
@@ -258,15 +292,8 @@ def _train(cfg, est, workdir: str) -> dict:
                                                  every_steps=t.log_every_steps, every_secs=None)
         train_step = make_train_step(model, tx, est, schedule, root_key)
         eval_step = jax.jit(make_eval_step(model))
-        batch_shape = {"image": jax.ShapeDtypeStruct((t.batch_size, size, size, 3), jnp.float32,
-                                                     sharding=sharded)}
-        label_shape = ((t.batch_size, ds_spec.num_classes), jnp.float32) if (
-            cfg.data.mixup_alpha > 0 or cfg.data.label_smoothing > 0) else ((t.batch_size,), jnp.int32)
-        batch_shape["label"] = jax.ShapeDtypeStruct(*label_shape, sharding=sharded)
         t0 = time.perf_counter()
-        steps = {branch: jax.jit(functools.partial(train_step, sam_step=branch), donate_argnums=0)
-                 .lower(state, batch_shape).compile()
-                 for branch in sorted({est.is_sam_step(s) for s in range(est.period)})}
+        steps = compile_steps(train_step, est, state, batch_shape(cfg, ds_spec, sharded))
         compile_s = time.perf_counter() - t0
 
         def train_batches(start):
