@@ -76,6 +76,7 @@ class SamConfig:
     adaptive: bool = False
     m: Optional[int] = None
     drift_interval: Optional[int] = None  # LookSAM Figure 2 diagnostic (methods perturbing every step)
+    subset_cosines: bool = False  # ESAM Figure 6 diagnostic (esam with gamma < 1; one extra pass)
 
 
 @dataclass
@@ -224,6 +225,9 @@ def validate(cfg: DictConfig):
     need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", "must be >= 1 or null")
     need(t.eval_every_epochs > 0, "trainer.eval_every_epochs", "must be > 0")
     need(t.nan_policy in ("stop", "ignore"), "trainer.nan_policy", "stop or ignore")
+    need(t.workdir is None or "://" not in t.workdir, "trainer.workdir",
+         "must be a filesystem path every process sees (a URL is not): mount the bucket, e.g. "
+         "gcsfuse BUCKET /mnt/looksam, and use trainer.workdir=/mnt/looksam/runs/NAME")
     need(t.microbatch is None or t.batch_size % t.microbatch == 0, "trainer.microbatch",
          f"must divide trainer.batch_size={t.batch_size}")
     need(cfg.logger.wandb_mode in (None, "online", "offline", "disabled"), "logger.wandb_mode",

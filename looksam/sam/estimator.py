@@ -23,7 +23,8 @@ REUSES_G_V = ("looksam", "look_layersam")
 LAYERWISE = ("layersam", "look_layersam")
 
 # Each method's own hyper-parameters; `microbatch` applies to all, `adaptive` and `m` to every
-# method with a perturbation.
+# method with a perturbation. ESAM's `subset_cosines` is a diagnostic (ESAM Figure 6) that costs a
+# pass, so it sits here to reach `sam.make` (and the cost estimates) from a config's `sam` group.
 HPARAMS = {
     "none": (),
     "sam": ("rho",),
@@ -31,10 +32,11 @@ HPARAMS = {
     "looksam": ("rho", "k", "alpha"),
     "layersam": ("rho",),
     "look_layersam": ("rho", "k", "alpha"),
-    "esam": ("rho", "beta", "gamma"),
+    "esam": ("rho", "beta", "gamma", "subset_cosines"),
 }
 DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, adaptive=False, m=None,
-                microbatch=None, in_graph="auto", batch_sharding=None, drift_interval=None)
+                microbatch=None, in_graph="auto", batch_sharding=None, drift_interval=None,
+                subset_cosines=False)
 IN_GRAPH = ("auto", "cond", "select")
 
 
@@ -66,6 +68,9 @@ class Estimator:
     batch_sharding: Any = None
     # LookSAM Figure 2: every `drift_interval` steps, metrics grad_change_{g_s,g_h,g_v}.
     drift_interval: int | None = None
+    # ESAM Figure 6: metrics esam_cos_{selected,rejected}_{sam,empirical}, the cosines of the B+
+    # and B- gradients with the whole batch's (one extra pass; needs gamma < 1).
+    subset_cosines: bool = False
 
     # ---- host-side schedule and cost -------------------------------------------------------
     @property
@@ -85,7 +90,8 @@ class Estimator:
         if not (sam_step and self.perturbs):
             return 1.0
         if self.method == "esam" and self.gamma < 1:
-            return 1.0 + 1.0 / 3.0 + self.gamma
+            # subset_cosines: backward passes on B- at w + eps and on B+ at w, |B| examples in all
+            return 1.0 + 1.0 / 3.0 + self.gamma + (1.0 if self.subset_cosines else 0.0)
         return 2.0
 
     @property
@@ -176,7 +182,7 @@ class Estimator:
         def group(b, size):
             return self._perturbed_gradients(loss_fn, params, b, rng, size)
 
-        (g, g_s), (losses, sharpness, selected), aux = self._over_groups(group, batch)
+        (g, g_s, cosines), (losses, sharpness, selected), aux = self._over_groups(group, batch)
         if self.method in REUSES_G_V:
             g_v = look.orthogonal_component(g, g_s)
         metrics = self._metrics(g, g_s, g_v, jnp.mean(losses), sam_step=True)
@@ -191,25 +197,60 @@ class Estimator:
                     metrics[f"esam_loss_{name}_empirical"] = jnp.where(mask, losses, 0).sum() / count
                     metrics[f"esam_loss_{name}_sam"] = jnp.where(
                         mask, losses + sharpness, 0).sum() / count
+            metrics.update(cosines)  # ESAM Figure 6 (subset_cosines): means over m-groups
         return g_s, g, g_v, aux, metrics
 
     def _perturbed_gradients(self, loss_fn, params, batch, rng, size):
-        """On one group: ((g, g_s), (l_i(w), s_i, i selected), aux); ESAM's SDS when gamma < 1."""
+        """On one group: ((g, g_s, cosines), (l_i(w), s_i, i selected), aux).
+
+        ESAM's SDS when gamma < 1; `cosines` is {} unless `subset_cosines` (a dict of scalars,
+        returned with the sums so that m-sharpness averages it over groups).
+        """
         g, losses, aux = batching.mean_grad(loss_fn, params, batch, size)
         perturbed = otu.tree_add(params, self._epsilon(params, g, rng))
         selected = jnp.ones(losses.shape, bool)
+        cosines = {}
         if self.method == "esam" and self.gamma < 1:
             sharpness = batching.forward_losses(loss_fn, perturbed, batch, size) - losses
             chosen = esam.sds_select(sharpness, self.gamma)
             selected = jnp.zeros(losses.shape, bool).at[chosen].set(True)
-            subset = batching.take(batch, chosen)
-            if self.batch_sharding is not None:
-                subset = jax.lax.with_sharding_constraint(subset, self.batch_sharding)
-            g_s = batching.mean_grad(loss_fn, perturbed, subset, size)[0]
+            g_s = batching.mean_grad(loss_fn, perturbed, self._gather(batch, chosen), size)[0]
+            if self.subset_cosines:
+                cosines = self._subset_cosines(loss_fn, params, perturbed, batch, chosen, selected,
+                                               g, g_s, size)
         else:
             g_s, perturbed_losses, _ = batching.mean_grad(loss_fn, perturbed, batch, size)
             sharpness = perturbed_losses - losses
-        return (g, g_s), (losses, sharpness, selected), aux
+        return (g, g_s, cosines), (losses, sharpness, selected), aux
+
+    def _gather(self, batch, idx):
+        subset = batching.take(batch, idx)
+        if self.batch_sharding is not None:
+            subset = jax.lax.with_sharding_constraint(subset, self.batch_sharding)
+        return subset
+
+    def _subset_cosines(self, loss_fn, params, perturbed, batch, chosen, selected, g, g_s, size):
+        """ESAM Figure 6: cosines of grad L_{B+} and grad L_{B-} with grad L_B, at w + eps and w.
+
+        Given g = grad L_B(w) and g_s = grad L_{B+}(w + eps), one backward pass on B- at w + eps
+        and one on B+ at w (|B| examples together) give the rest, L_S being the mean over S:
+        grad L_B(w + eps) = (|B+| g_s + |B-| grad L_{B-}(w + eps)) / |B| and
+        grad L_{B-}(w) = (|B| g - |B+| grad L_{B+}(w)) / |B-|.
+        """
+        n, n_plus = selected.shape[0], chosen.shape[0]
+        n_minus = n - n_plus
+        if n_minus < 1:
+            raise ValueError(f"subset_cosines needs a non-empty B-: gamma={self.gamma} selects all "
+                             f"{n} examples of a group")
+        rejected = jnp.argsort(selected, stable=True)[:n_minus]  # the unselected, in index order
+        g_minus_sam = batching.mean_grad(loss_fn, perturbed, self._gather(batch, rejected), size)[0]
+        g_plus = batching.mean_grad(loss_fn, params, self._gather(batch, chosen), size)[0]
+        g_sam = jax.tree.map(lambda a, b: (n_plus * a + n_minus * b) / n, g_s, g_minus_sam)
+        g_minus = jax.tree.map(lambda a, b: (n * a - n_plus * b) / n_minus, g, g_plus)
+        return {"esam_cos_selected_sam": look.cosine(g_s, g_sam),
+                "esam_cos_rejected_sam": look.cosine(g_minus_sam, g_sam),
+                "esam_cos_selected_empirical": look.cosine(g_plus, g),
+                "esam_cos_rejected_empirical": look.cosine(g_minus, g)}
 
     def _epsilon(self, params, g, rng):
         rho = self.rho
@@ -254,6 +295,9 @@ def make(method: str, **hparams) -> Estimator:
     """Builds a validated estimator: `make("looksam", rho=0.05, k=5, alpha=0.7)`."""
     if method not in METHODS:
         raise ValueError(f"unknown sharpness-aware method {method!r}; choose one of {METHODS}")
+    if "subset_cosines" in hparams and method != "esam":
+        raise ValueError(f"subset_cosines is ESAM's Figure 6 diagnostic (cosines of the SDS subsets' "
+                         f"gradients): use it with method 'esam', not {method!r}")
     allowed = set(HPARAMS[method]) | {"microbatch", "in_graph", "batch_sharding"}
     if method != "none":
         allowed |= {"adaptive", "m", "drift_interval"}
@@ -279,6 +323,14 @@ def make(method: str, **hparams) -> Estimator:
     if hp["in_graph"] not in IN_GRAPH:
         raise ValueError(f"in_graph={hp['in_graph']!r}: choose one of {IN_GRAPH}")
     m, mb = hp["m"], hp["microbatch"]
+    if not isinstance(hp["subset_cosines"], bool):
+        raise ValueError(f"subset_cosines must be True or False, got {hp['subset_cosines']!r}")
+    if hp["subset_cosines"] and hp["gamma"] >= 1:
+        raise ValueError(f"subset_cosines needs gamma < 1 (got gamma={hp['gamma']!r}): with gamma "
+                         "= 1 SDS selects the whole batch and there is no rejected subset B-")
+    if hp["subset_cosines"] and m is not None and esam.sds_count(hp["gamma"], m) >= m:
+        raise ValueError(f"subset_cosines needs a non-empty B- in each m-sharpness group: "
+                         f"gamma={hp['gamma']!r} selects all of m={m} examples")
     if m is not None and mb is not None and mb % m:
         raise ValueError(f"microbatch={mb} must be a multiple of m={m}: each microbatch holds "
                          "whole m-sharpness groups")
@@ -287,7 +339,7 @@ def make(method: str, **hparams) -> Estimator:
                      gamma=float(hp["gamma"]), adaptive=hp["adaptive"],
                      m=None if m is None else int(m), microbatch=None if mb is None else int(mb),
                      in_graph=hp["in_graph"], batch_sharding=hp["batch_sharding"],
-                     drift_interval=hp["drift_interval"])
+                     drift_interval=hp["drift_interval"], subset_cosines=hp["subset_cosines"])
 
 
 def _check_real(value, name, valid, ok):
