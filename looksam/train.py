@@ -130,35 +130,47 @@ def evaluate(eval_step, state, batches) -> dict[str, float]:
 class PreemptionNotice:
     """True at the step where the job should checkpoint and exit because it is being preempted.
 
-    One process: a SIGTERM (SLURM's notice before a time limit or preemption, Kubernetes, `kill`)
-    sets a flag. Several processes: JAX's preemption service catches the signal and agrees with
-    every process on one step (`reached_preemption_sync_point`), so all save the same step.
+    One process: SIGTERM (a preemption, Kubernetes, `kill`) or SIGUSR2 (submitit's notice ahead
+    of a SLURM time limit) sets a flag; after the checkpoint, `forward` hands the signal to the
+    handler installed before ours (submitit's requeues the job) or exits with 128 + signal.
+    Several processes: JAX's preemption service catches SIGTERM and agrees with every process on
+    one step (`reached_preemption_sync_point`), so all of them save the same step.
     """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self):
         import jax
 
         self.multiprocess = jax.process_count() > 1
-        self.received = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
         if not self.multiprocess and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+            self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
 
     def _on_signal(self, signum, frame):
         del frame
         log.warning("received signal %d: saving a checkpoint at the end of this step", signum)
-        self.received = True
+        self.signum = signum
 
     def __call__(self, step: int) -> bool:
         if self.multiprocess:
             from jax.experimental import multihost_utils
 
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.received
+            if multihost_utils.reached_preemption_sync_point(step):
+                self.signum = signal.SIGTERM
+        return self.signum is not None
 
     def close(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+    def forward(self):
+        """After the checkpoint: the previous handler's turn (it may requeue), else exit."""
+        previous = self._previous.get(self.signum)
+        if callable(previous):
+            previous(self.signum, None)
+        raise SystemExit(128 + (self.signum or signal.SIGTERM))
 
 
 def base_optimizer(cfg, steps_per_epoch: int, epoch_steps: int):
@@ -420,6 +432,8 @@ def _train(cfg, est, workdir: str) -> dict:
         with open(tmp, "w") as f:
             json.dump(summary, f, indent=1, default=str)
         os.replace(tmp, summary_path)  # never a half-written summary
+    if status == "preempted":  # the job is going away: end it (and a sweep with it)
+        preempted.forward()
     return summary
 
 
@@ -480,8 +494,6 @@ def main() -> None:
                 log.exception("run failed; the sweep goes on")  # its summary says status failed
                 return None
             raise
-        if summary["status"] == "preempted":  # the job is going away: end it, the sweep too
-            raise SystemExit(128 + signal.SIGTERM)
         return summary["best_test_accuracy"]  # what a sweeper (optuna) maximises
 
     hydra_main()

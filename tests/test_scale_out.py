@@ -144,6 +144,34 @@ def test_sigterm_checkpoints_then_rerun_finishes_the_same_run(tmp_path, straight
     assert_same_run(workdir, summary, straight)
 
 
+SUBMITIT_LIKE = """
+import pathlib, signal, sys
+def requeue(signum, frame):  # what submitit's handler does: requeue the job, then exit
+    pathlib.Path(marker).write_text("requeued")
+    sys.exit(7)
+signal.signal(signal.SIGUSR2, requeue)
+marker, sys.argv = sys.argv[1], ["looksam.train", *sys.argv[2:]]
+from looksam import train
+train.main()
+"""
+
+
+@pytest.mark.slow
+def test_sigusr2_checkpoints_then_hands_the_signal_to_the_previous_handler(tmp_path):
+    """submitit's notice ahead of a SLURM time limit: save this step, then let submitit requeue."""
+    workdir, marker = tmp_path / "usr2", tmp_path / "requeued"
+    proc = subprocess.Popen([sys.executable, "-c", SUBMITIT_LIKE, str(marker),
+                             f"trainer.workdir={workdir}", *CHAOS], cwd=ROOT, env=env(2),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_until(proc, 3)
+    proc.send_signal(signal.SIGUSR2)
+    out = finish(proc)
+    assert proc.returncode == 7 and marker.read_text() == "requeued", out[-3000:]
+    stopped = json.loads((workdir / "summary.json").read_text())
+    assert stopped["status"] == "preempted"
+    assert (workdir / "checkpoints" / str(stopped["step"]) / "commit_success.txt").exists()
+
+
 def test_disk_too_small_for_the_checkpoints_fails_at_the_start(tmp_path, monkeypatch):
     import shutil
 
@@ -220,6 +248,7 @@ def test_distributed_is_initialised_only_when_a_job_has_several_processes():
     ("distributed.coordinator_address=localhost:1234", "together"),
     ("distributed.enabled=sometimes", "auto, true or false"),
     ("data.input_shards=0", ">= 1"),
+    ("trainer.workdir=gs://bucket/run", "gcsfuse"),
 ])
 def test_bad_distributed_settings_fail_before_compiling(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
