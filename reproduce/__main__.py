@@ -22,6 +22,7 @@ import pathlib
 import shlex
 import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -94,6 +95,19 @@ def cmd_list(args) -> int:
     return 0
 
 
+# Set on every worker of a TPU pod or task of a SLURM step; worker 0 writes the shared files.
+WORKER_ID_VARIABLES = ("TPU_WORKER_ID", "CLOUD_TPU_TASK_ID", "SLURM_PROCID")
+
+
+def secondary_worker(environ=os.environ) -> bool:
+    """One of the other workers of a multi-process sweep (the TPU pod script runs this driver on
+    every worker). Only worker 0 writes the generated cell configs and Hydra's files (.hydra/,
+    job logs, multirun.yaml) into the shared runs directory, since a gcsfuse mount refuses the
+    same file written from several machines at once; the others keep theirs in a local temporary
+    directory and train in the same shared run directories."""
+    return any(environ.get(v, "0") not in ("", "0") for v in WORKER_ID_VARIABLES)
+
+
 def cmd_run(args) -> int:
     table = registry.load(args.table)
     runs = pathlib.Path(args.runs).resolve()
@@ -105,7 +119,9 @@ def cmd_run(args) -> int:
     print(f"{table.id} at scale={args.scale}: {len(cells)} cells x {seeds} seed(s); "
           f"{done} completed, {len(pending)} to run", flush=True)
     if pending:
-        gen = runs / table.id / args.scale / ".cells"
+        shared = runs / table.id / args.scale
+        local = pathlib.Path(tempfile.mkdtemp(prefix="reproduce-")) if secondary_worker() else None
+        gen = (local or shared) / ".cells"
         (gen / "reproduce_cell").mkdir(parents=True, exist_ok=True)
         names = []
         for cell, seed in pending:
@@ -115,8 +131,10 @@ def cmd_run(args) -> int:
         command = [sys.executable, "-m", "looksam.train", "-m", f"+reproduce_cell={','.join(names)}",
                    f"scale={args.scale}", f"logger.group={table.id}",
                    f"hydra.searchpath=[file://{gen}]",
-                   f"hydra.sweep.dir={runs / table.id / args.scale}",
+                   f"hydra.sweep.dir={local or shared}",
                    "hydra.sweep.subdir=${cell}/seed${trainer.seed}"]
+        if local:
+            command.append(f"trainer.workdir={shared}/${{cell}}/seed${{trainer.seed}}")
         if args.launcher != "basic":
             command.append(f"hydra/launcher={args.launcher}")
         if args.wandb:

@@ -129,3 +129,18 @@ def test_an_interrupted_sweep_reruns_only_its_unfinished_cells(tmp_path):
     assert re.search(r"3 cells x 1 seed\(s\); 1 completed, 2 to run", rerun.stdout), rerun.stdout
     assert summaries[0].read_text() == first  # not trained again
     assert all(driver.completed(s.parent) for s in summaries)
+
+
+def test_only_worker_zero_writes_into_the_shared_runs_directory(tmp_path, capsys, monkeypatch):
+    assert not driver.secondary_worker({}) and not driver.secondary_worker({"TPU_WORKER_ID": "0"})
+    assert driver.secondary_worker({"TPU_WORKER_ID": "3"}) and driver.secondary_worker({"SLURM_PROCID": "1"})
+    monkeypatch.setenv("TPU_WORKER_ID", "1")
+    driver.main(["run", "looksam_iclr_cifar10", "--scale", "smoke", "--runs", str(tmp_path),
+                 "--dry-run", "--cells", "resnet18/sgd"])
+    out = capsys.readouterr().out
+    shared = tmp_path / "looksam_iclr_cifar10" / "smoke"
+    assert f"trainer.workdir={shared}/${{cell}}/seed${{trainer.seed}}" in out  # trains in the shared dir
+    assert f"hydra.sweep.dir={shared}" not in out  # Hydra's own files stay local
+    assert not (tmp_path / "looksam_iclr_cifar10").exists()  # so do the cell configs
+    searchpath = re.search(r"hydra.searchpath=\[file://(\S+?)\]", out).group(1)
+    assert (pathlib.Path(searchpath) / "reproduce_cell" / "resnet18__sgd__seed0.yaml").exists()
