@@ -13,16 +13,20 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_bench_script_prints_its_table(tmp_path):
+def bench(tmp_path, *args, env=None):
+    """Runs the script on a tiny CNN for one round; returns (stdout, {method: row})."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_methods.py"), "--widths", "4", "--batch", "8",
-         "--image-size", "8", "--rounds", "1", "--steps", "5", "--methods", "none", "sam",
-         "looksam-5", "esam", "--json", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+         "--image-size", "8", "--rounds", "1", *args, "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| method | ms/step | images/s | ratio to none |" in proc.stdout
-    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    return proc.stdout, {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+
+
+def test_bench_script_prints_its_table(tmp_path):
+    stdout, rows = bench(tmp_path, "--steps", "5", "--methods", "none", "sam", "looksam-5", "esam")
+    assert "| method | ms/step | images/s | ratio to none |" in stdout
     assert set(rows) == {"none", "sam", "looksam-5", "esam"}
     assert rows["none"]["ratio"] == 1.0
     assert rows["sam"]["flop_ratio"] == pytest.approx(2.0, rel=0.05)
@@ -32,16 +36,9 @@ def test_bench_script_prints_its_table(tmp_path):
 
 
 def test_bench_script_times_microbatched_steps_beside_whole_ones(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_methods.py"), "--widths", "4", "--batch", "8",
-         "--image-size", "8", "--rounds", "1", "--steps", "2", "--methods", "none", "sam",
-         "--microbatch", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| sam 4x2 |" in proc.stdout
-    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    stdout, rows = bench(tmp_path, "--steps", "2", "--methods", "none", "sam", "--microbatch", "2",
+                         env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    assert "| sam 4x2 |" in stdout
     assert set(rows) == {"none", "sam", "none 4x2", "sam 4x2"}
     # Four chunks of 2 do the arithmetic of one batch of 8, give or take the accumulation adds.
     assert rows["sam 4x2"]["flop_ratio"] == pytest.approx(rows["sam"]["flop_ratio"], rel=0.05)
