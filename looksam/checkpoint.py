@@ -33,15 +33,14 @@ class Checkpointer:
     def __init__(self, directory: str, *, keep: int = 2, every_steps: int = 1000):
         if keep < 1 or every_steps < 1:
             raise ValueError(f"keep={keep}, every_steps={every_steps}: both must be >= 1")
-        local = "://" not in directory  # gs:// and other remote paths go to orbax as they are
-        self.directory = os.path.abspath(directory) if local else directory
-        if local:
+        self._local = "://" not in directory  # gs:// and other remote paths go to orbax as they are
+        self.directory = os.path.abspath(directory) if self._local else directory
+        if self._local:
             _check_writable(self.directory)
-        policy = checkpoint_managers.AnySavePolicy([
-            checkpoint_managers.FixedIntervalPolicy(every_steps),
-            # A preemption notice (jax.distributed's sync point) saves at once, on every process.
-            checkpoint_managers.PreemptionCheckpointingPolicy(),
-        ])  # No InitialSavePolicy: a fresh run does not save at its first step unless asked.
+        # No InitialSavePolicy: a fresh run does not save at its first step unless asked. A
+        # preemption notice is the caller's to act on with force=True (train.PreemptionNotice
+        # agrees on the step across processes); a policy here would only see the due steps.
+        policy = checkpoint_managers.FixedIntervalPolicy(every_steps)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, save_decision_policy=policy,
             # One completeness rule on every filesystem: a step counts once its commit file exists.
@@ -54,7 +53,7 @@ class Checkpointer:
     def check_space(self, state) -> None:
         """Fails at the start when the disk cannot hold the checkpoints this run will keep (the
         `keep` newest plus the one being written), not hours later at the first save."""
-        if "://" in self.directory:
+        if not self._local:
             return
         size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state) if hasattr(x, "dtype"))
         needed = (self._keep + 1) * size
