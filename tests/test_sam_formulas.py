@@ -130,16 +130,16 @@ def test_looksam_over_two_periods(problem, method):
     assert int(state.step) == 2 * k + 1
 
 
-def test_sam_k_reuses_nothing(mlp):
+def test_sam_k_reuses_nothing(problem):
     k, rho = 2, 0.3
     est = sam.make("sam_k", rho=rho, k=k)
-    state = est.init(mlp.params)
+    state = est.init(problem.params)
     assert state.g_v is None
-    f = ref.Flat(mlp.loss_fn, mlp.params, mlp.batch(0))
+    f = ref.Flat(problem.loss_fn, problem.params, problem.batch(0))
     for t in range(4):
-        f.batch = batch = mlp.batch(t)
+        f.batch = batch = problem.batch(t)
         expected = ref.sam_grad(f, f.w, rho)[1] if t % k == 0 else f.grad(f.w)
-        grads, state, _ = run(est, mlp, mlp.params, batch, state, sam_step=est.is_sam_step(t))
+        grads, state, _ = run(est, problem, problem.params, batch, state, sam_step=est.is_sam_step(t))
         np.testing.assert_allclose(flat(grads), expected, RTOL, ATOL)
 
 

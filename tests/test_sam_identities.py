@@ -141,16 +141,16 @@ def test_zero_gradient_gives_finite_results(method, adaptive):
 
 @pytest.mark.parametrize("method", ["sam_k", "looksam", "look_layersam"])
 @pytest.mark.parametrize("in_graph", ["auto", "cond", "select"])
-def test_in_graph_schedule_equals_host_dispatch(mlp, method, in_graph):
+def test_in_graph_schedule_equals_host_dispatch(problem, method, in_graph):
     est = sam.make(method, rho=0.3, k=3, in_graph=in_graph)
-    host = jax.jit(lambda p, b, s, flag: est.gradient(mlp.loss_fn, p, b, s, sam_step=flag),
+    host = jax.jit(lambda p, b, s, flag: est.gradient(problem.loss_fn, p, b, s, sam_step=flag),
                    static_argnums=3)
-    graph = jax.jit(lambda p, b, s: est.gradient(mlp.loss_fn, p, b, s))
-    s_host = s_graph = est.init(mlp.params)
+    graph = jax.jit(lambda p, b, s: est.gradient(problem.loss_fn, p, b, s))
+    s_host = s_graph = est.init(problem.params)
     for t in range(7):
-        batch = mlp.batch(seed=t)
-        g1, s_host, o1 = host(mlp.params, batch, s_host, est.is_sam_step(t))
-        g2, s_graph, o2 = graph(mlp.params, batch, s_graph)
+        batch = problem.batch(seed=t)
+        g1, s_host, o1 = host(problem.params, batch, s_host, est.is_sam_step(t))
+        g2, s_graph, o2 = graph(problem.params, batch, s_graph)
         assert_same(g1, g2, 0, 0)
         assert_same(s_host, s_graph, 0, 0)
         assert set(o1.metrics) == set(o2.metrics)
