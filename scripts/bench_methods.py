@@ -4,8 +4,9 @@
 Each method's train step (estimator gradient + SGD-momentum update, BatchNorm statistics from the
 clean pass) is compiled once per branch, then the methods are timed in interleaved blocks of
 `--steps` steps (compile excluded, `block_until_ready` at the end of each block), rotating the
-order every round; the table shows the median over rounds. The batch is sharded over every local
-device (`--host-devices N` simulates N CPU devices).
+order every round; the table shows the median over rounds of the step time and of each round's
+ratio to `none`. The batch is sharded over every local device (`--host-devices N` simulates N CPU
+devices).
 
     python scripts/bench_methods.py                       # CNN widths 32-64-128, batch 128, 32x32
     python scripts/bench_methods.py --methods none sam looksam-5 --rounds 3
@@ -171,13 +172,15 @@ def main(argv=None):
         print(f"  round {i + 1}/{args.rounds} done", flush=True)
 
     base = runners.get("none")
-    base_s = statistics.median(base["times"]) if base else None
     rows = []
     for label, r in runners.items():
         sec = statistics.median(r["times"])
+        # Ratios are taken within each round, where both blocks ran back to back under the same
+        # machine load, then the median over rounds: slow drift of a shared CPU cancels out.
+        ratio = statistics.median(t / b for t, b in zip(r["times"], base["times"], strict=True)) \
+            if base else None
         rows.append(dict(
-            method=label, ms_per_step=1e3 * sec, images_per_sec=args.batch / sec,
-            ratio=sec / base_s if base else None,
+            method=label, ms_per_step=1e3 * sec, images_per_sec=args.batch / sec, ratio=ratio,
             spread=(max(r["times"]) - min(r["times"])) / sec,
             flop_ratio=r["flops"] / base["flops"] if base else None,
             ideal=r["est"].ideal_cost, target=TARGETS.get(label)))
