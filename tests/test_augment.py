@@ -83,6 +83,56 @@ def test_inception_crop_of_a_constant_image_is_constant():
     np.testing.assert_array_equal(augment.inception_crop(x, SEEDS[1], size=32), np.full((32, 32, 3), 77))
 
 
+def coordinate_image(h, w):
+    """float32 [h, w, 3]: channel 0 is the 1-based row, channel 1 the 1-based column."""
+    rows, cols = np.mgrid[1:h + 1, 1:w + 1].astype(np.float32)
+    return np.stack([rows, cols, np.zeros_like(rows)], -1)
+
+
+@pytest.mark.parametrize("shape", [(60, 90), (90, 60), (64, 64), (40, 120)])
+def test_inception_crop_boxes_have_the_inception_area_and_aspect_ranges(shape):
+    """The standard Inception crop (Szegedy et al. 2015; torchvision's RandomResizedCrop): a box of
+    8% to 100% of the image area, aspect ratio w / h in [3/4, 4/3], inside the image.
+
+    The box is read back from the output of a coordinate-coded image: every crop here is smaller
+    than 128 on both sides, so the resize to 128 only upsamples, and a linear ramp upsampled with
+    positive weights that sum to one keeps its end values (the edge output pixels see one input
+    pixel). Zero padding would show as values below 1. The width is a whole number of pixels,
+    round(h * aspect), so w / h can pass the aspect limits by up to 0.5 / h.
+    """
+    H, W = shape
+    image = tf.constant(coordinate_image(H, W))
+    crop = tf.function(lambda seed: augment.inception_crop(image, seed, size=128))
+    areas, aspects, flips, whole = [], [], set(), 0
+    for s in range(200):
+        out = np_(crop(tf.constant([s, 7 * s + 3], tf.int64)))
+        assert out.shape == (128, 128, 3)
+        r, c = out[..., 0], out[..., 1]
+        # An axis-aligned box: rows vary only down the image, columns only across it.
+        assert np.abs(r - r[:, :1]).max() < 1e-3 and np.abs(c - c[:1]).max() < 1e-3
+        ends = np.array([r.min(), r.max(), c.min(), c.max()], np.float64)
+        assert np.abs(ends - np.round(ends)).max() < 1e-3, ends
+        top, bottom, left, right = np.round(ends).astype(int)
+        assert 1 <= top <= bottom <= H and 1 <= left <= right <= W  # inside the image
+        h, w = bottom - top + 1, right - left + 1
+        flipped = c[0, 0] > c[0, -1]
+        assert np.array_equal(np.round(c[0, 0]), right if flipped else left)
+        flips.add(bool(flipped))
+        if (h, w) == (H, W):
+            # TF's sampler falls back to the whole image after 100 rejected boxes (allowed, rare).
+            whole += 1
+            continue
+        assert 8 * H * W <= 100 * h * w <= 100 * H * W, (h, w)  # area fraction in [0.08, 1]
+        assert 0.75 * h - 0.5 <= w <= 4 / 3 * h + 0.5, (h, w)  # w = round(h * aspect)
+        areas.append(h * w / (H * W))
+        aspects.append(w / h)
+    assert whole <= 4 and flips == {False, True}
+    # The sampled boxes reach both ends of the ranges (where the image's shape allows them).
+    assert min(areas) < 0.1 and min(aspects) < 0.78 and max(aspects) > 1.3
+    if H <= 1.5 * W and W <= 1.5 * H:
+        assert max(areas) > 0.75
+
+
 @pytest.mark.parametrize("transpose", [False, True])
 def test_center_crop_without_resize_is_the_central_window(transpose):
     x = RNG.integers(0, 256, (256, 400, 3), dtype=np.uint8)  # shorter side already 224 / 0.875
@@ -192,9 +242,19 @@ def test_each_op_keeps_shape_and_dtype(name):
                                   "Color", "Contrast", "Brightness", "Sharpness", "Solarize",
                                   "Posterize"])
 def test_magnitude_zero_is_the_identity(name):
-    for seed in SEEDS[:4]:
-        out = np_(augment.RANDAUGMENT_OPS[name](tf.constant(IMAGE), 0, seed)).astype(int)
-        assert np.abs(out - IMAGE.astype(int)).max() <= (0 if name in ("Solarize", "Posterize") else 1)
+    """Exactly, pixel for pixel, eager and traced (as tf.data runs them). By construction: the
+    blend ops (Color, Contrast, Brightness, Sharpness) compute d + 1.0 * (x - d) on whole numbers,
+    exact in float32; the warps (Rotate, Shear, Translate) build the identity matrix (angle, shear
+    and shift are +/-0, so cos = 1, sin = 0 and every offset is 0) and sample nearest-neighbour;
+    Solarize's threshold is 256 and Posterize keeps 8 bits."""
+    op = augment.RANDAUGMENT_OPS[name]
+    traced = tf.function(lambda x, s: op(x, 0, s))
+    images = [IMAGE, RNG.integers(0, 256, (33, 17, 3), dtype=np.uint8),  # odd sides: Rotate's centre
+              RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)]
+    for x in images:
+        for seed in SEEDS[:8]:  # both signs of the random direction
+            np.testing.assert_array_equal(op(tf.constant(x), 0, seed), x)
+            np.testing.assert_array_equal(traced(tf.constant(x), seed), x)
 
 
 @pytest.mark.parametrize("name", ["Rotate", "TranslateX", "TranslateY", "ShearX", "ShearY"])

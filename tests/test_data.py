@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import time
 
@@ -126,43 +127,97 @@ def test_data_dir_from_environment(monkeypatch):
     assert pipeline.data_dir("/explicit") == "/explicit"
 
 
+# Independent facts about CIFAR-10 (Krizhevsky 2009), not read from TFDS or from this project:
+# 50,000 training and 10,000 test images of 32x32, 5,000 / 1,000 per class, no exact duplicates
+# within a split; per-channel pixel mean and standard deviation on the [0, 1] scale as quoted with
+# the usual torchvision recipes (the training split's statistics normalise every split).
+CIFAR10_TRAIN_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_TRAIN_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_TEST_MEAN = (0.4942, 0.4851, 0.4504)
+
+
+def pixels(images, mean, std):
+    """Normalised float32 batch -> the uint8 pixels it came from, checked to be whole numbers,
+    which pins the normalisation to the constants given (the published CIFAR statistics)."""
+    x = (images * np.float32(std) + np.float32(mean)) * np.float32(255)  # float32: errors ~1e-4
+    r = np.round(x)
+    assert np.abs(x - r).max() < 1e-2, "not (pixel / 255 - mean) / std with these constants"
+    assert r.min() >= 0 and r.max() <= 255
+    return r.astype(np.uint8)
+
+
+def real_cifar10_epoch(process_index, process_count, global_batch=1000):
+    """One epoch of the training stream of one process: the project's train_dataset on the real
+    data with the crop/flip left out (ops=()), so only the normalisation touches the pixels.
+    Returns (uint8 images, labels) of the epoch's 50,000 / process_count examples."""
+    local = global_batch // process_count
+    steps = 50_000 // global_batch  # the whole global batches of CIFAR-10's training epoch
+    ds = pipeline.train_dataset("cifar10", global_batch=global_batch, seed=0, ops=(),
+                                directory=str(SHARED_TFDS), process_index=process_index,
+                                process_count=process_count)
+    images, labels = [], []
+    for batch in take(ds, steps):
+        assert batch["image"].shape == (local, 32, 32, 3) and batch["image"].dtype == np.float32
+        assert batch["label"].shape == (local,) and batch["label"].dtype == np.int32
+        images.append(pixels(batch["image"], CIFAR10_TRAIN_MEAN, CIFAR10_TRAIN_STD))
+        labels.append(batch["label"])
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def digests(images):
+    return [hashlib.sha1(image.tobytes()).digest() for image in images]
+
+
 @needs_cifar10
-def test_real_cifar10_sizes_and_channel_means():
-    import tensorflow as tf
-
-    b = pipeline.builder("cifar10", str(SHARED_TFDS))
-    assert pipeline.num_examples(b, "train") == 50_000
-    assert pipeline.num_examples(b, "test") == 10_000
-    sums = b.as_dataset(split="train").map(
-        lambda ex: tf.reduce_sum(tf.cast(ex["image"], tf.float64), axis=[0, 1])).reduce(
-        tf.zeros([3], tf.float64), lambda a, x: a + x).numpy()
-    np.testing.assert_allclose(sums / (50_000 * 32 * 32 * 255), [0.4914, 0.4822, 0.4465], atol=5e-5)
+def test_real_cifar10_training_epoch_sees_every_image_once():
+    """One epoch of the training pipeline, global batch 1000 on one process: 50 batches holding
+    50,000 distinct images, 5,000 per class, with CIFAR-10's published channel means."""
+    images, labels = real_cifar10_epoch(0, 1)
+    assert images.shape == (50_000, 32, 32, 3)
+    assert len(set(digests(images))) == 50_000
+    assert np.bincount(labels, minlength=10).tolist() == [5_000] * 10
+    means = images.reshape(-1, 3).mean(0, dtype=np.float64) / 255.0
+    np.testing.assert_allclose(means, CIFAR10_TRAIN_MEAN, atol=5e-4)
 
 
 @needs_cifar10
-def test_real_cifar10_through_the_full_pipeline_on_two_processes():
-    """Each process trains on its own half; evaluation covers all 10,000 test images once."""
-    def first_labels(index):
-        ds = pipeline.train_dataset("cifar10", global_batch=256, seed=0, directory=str(SHARED_TFDS),
-                                    process_index=index, process_count=2)
-        batch = take(ds, 1)[0]
-        assert batch["image"].shape == (128, 32, 32, 3)
-        return batch
+def test_real_cifar10_two_processes_split_the_training_epoch():
+    """Process 0 and 1 of 2 at global batch 1000 (500 each): disjoint halves of 25,000 that
+    together are the 50,000 training images, 5,000 per class."""
+    halves = [real_cifar10_epoch(index, 2) for index in range(2)]
+    sets = [set(digests(images)) for images, _ in halves]
+    assert [len(s) for s in sets] == [25_000, 25_000]
+    assert not sets[0] & sets[1]
+    assert len(sets[0] | sets[1]) == 50_000
+    labels = np.concatenate([labels for _, labels in halves])
+    assert np.bincount(labels, minlength=10).tolist() == [5_000] * 10
+    images = np.concatenate([images for images, _ in halves])
+    means = images.reshape(-1, 3).mean(0, dtype=np.float64) / 255.0
+    np.testing.assert_allclose(means, CIFAR10_TRAIN_MEAN, atol=5e-4)
 
-    b0, b1 = first_labels(0), first_labels(1)
-    assert not np.array_equal(b0["image"], b1["image"])
-    # Normalised with the training statistics; the crop's zero padding (13.4% of pixels, about
-    # -1.9 after normalisation) shifts the mean by about -0.25.
-    assert -0.45 < b0["image"].mean() < -0.05 and 0.8 < b0["image"].std() < 1.3
-    labels = []
+
+@needs_cifar10
+def test_real_cifar10_evaluation_sees_every_test_image_once():
+    """Two processes at global batch 768 (384 each): 5,000 test images each, padded to 14 batches
+    (5,376 rows) with masked-out rows; together the 10,000 distinct test images, 1,000 per class,
+    normalised with the training statistics."""
+    images, labels = [], []
     for index in range(2):
-        for batch in pipeline.as_numpy(pipeline.eval_dataset(
-                "cifar10", global_batch=768, directory=str(SHARED_TFDS), process_index=index,
-                process_count=2)):
-            labels.append(batch["label"][batch["mask"]])
+        batches = list(pipeline.as_numpy(pipeline.eval_dataset(
+            "cifar10", global_batch=768, directory=str(SHARED_TFDS), process_index=index,
+            process_count=2)))
+        assert len(batches) == 14 and all(b["image"].shape == (384, 32, 32, 3) for b in batches)
+        mask = np.concatenate([b["mask"] for b in batches])
+        assert mask.sum() == 5_000 and mask[:5_000].all() and not mask[5_000:].any()
+        images.append(pixels(np.concatenate([b["image"] for b in batches])[mask],
+                             CIFAR10_TRAIN_MEAN, CIFAR10_TRAIN_STD))
+        labels.append(np.concatenate([b["label"] for b in batches])[mask])
+    halves = [set(digests(x)) for x in images]
+    assert [len(h) for h in halves] == [5_000, 5_000] and not halves[0] & halves[1]
     labels = np.concatenate(labels)
-    assert len(labels) == 10_000
-    assert np.bincount(labels, minlength=10).tolist() == [1000] * 10  # CIFAR-10's balanced test set
+    assert np.bincount(labels, minlength=10).tolist() == [1_000] * 10
+    means = np.concatenate(images).reshape(-1, 3).mean(0, dtype=np.float64) / 255.0
+    np.testing.assert_allclose(means, CIFAR10_TEST_MEAN, atol=5e-4)
 
 
 def test_prefetch_to_devices_builds_sharded_global_arrays():
