@@ -98,6 +98,12 @@ class Checkpointer:
         restored = self._manager.restore(step, args=args)
         return restored.state, dict(restored.extra or {})
 
+    def extra(self, step: int) -> dict:
+        """The metadata of `step` alone, without reading its arrays (to check before restoring)."""
+        self.wait()
+        restored = self._manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+        return dict(restored.extra or {})
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
 

@@ -220,10 +220,26 @@ def validate(cfg: DictConfig):
     need(cfg.optimizer.weight_decay_mask in optim.DECAY_MASKS, "optimizer.weight_decay_mask",
          f"one of {optim.DECAY_MASKS}")
     t = cfg.trainer
-    need(t.epochs > 0, "trainer.epochs", "must be > 0")
-    need(t.batch_size >= 1, "trainer.batch_size", "must be >= 1")
-    need(t.max_steps is None or t.max_steps >= 1, "trainer.max_steps", "must be >= 1 or null")
-    need(t.eval_every_epochs > 0, "trainer.eval_every_epochs", "must be > 0")
+
+    def need_trainer(ok, key, what):
+        # Name the key the user set: a scale preset's value replaces the experiment's.
+        source = "scale" if cfg.scale.get(key) is not None else "trainer"
+        need(ok, f"{source}.{key}", what)
+
+    need_trainer(t.epochs > 0, "epochs", "must be > 0")
+    need_trainer(t.batch_size >= 1, "batch_size", "must be >= 1")
+    need_trainer(t.max_steps is None or t.max_steps >= 1, "max_steps", "must be >= 1 or null")
+    need_trainer(t.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+    need_trainer(t.eval_every_epochs > 0, "eval_every_epochs", "must be > 0")
+    need_trainer(t.log_every_steps >= 1, "log_every_steps", "must be >= 1")
+    need(t.checkpoint_every_steps >= 1, "trainer.checkpoint_every_steps", "must be >= 1")
+    need(t.keep_checkpoints >= 1, "trainer.keep_checkpoints", "must be >= 1")
+    # How many devices there are is known only once JAX starts (train._train checks the upper end).
+    need(t.num_devices is None or t.num_devices >= 1, "trainer.num_devices",
+         "must be >= 1 or null (every local device)")
+    need(cfg.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
+    need(cfg.schedule.warmup_steps is None or cfg.schedule.warmup_steps >= 0,
+         "schedule.warmup_steps", "must be >= 0 or null (schedule.warmup_epochs)")
     need(t.nan_policy in ("stop", "ignore"), "trainer.nan_policy", "stop or ignore")
     need(t.workdir is None or "://" not in t.workdir, "trainer.workdir",
          "must be a filesystem path every process sees (a URL is not): mount the bucket, e.g. "
@@ -269,3 +285,56 @@ def estimator(cfg: DictConfig):
 def to_dict(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"sam": {"k": 5}} -> {"sam.k": 5} (TensorBoard's hparams, config comparisons)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# What a rerun in the same workdir may change: where and how the run executes, logs and
+# checkpoints, never what it computes. trainer.max_steps only stops a run early (the schedule
+# follows trainer.epochs), so a resumed run may extend it; the scale preset is compared through
+# the values it resolved to; table and cell only label a run.
+RESUMABLE = ("logger", "distributed", "scale", "table", "cell", "data.data_dir", "data.download",
+             "trainer.max_steps", "trainer.eval_batch_size", "trainer.log_every_steps",
+             "trainer.checkpoint_every_steps", "trainer.keep_checkpoints", "trainer.microbatch",
+             "trainer.num_devices", "trainer.workdir", "trainer.nan_policy")
+
+
+class ConfigMismatch(ValueError):
+    """A rerun in a workdir holding another config's run; the workdir is left as it is."""
+
+
+def changes(recorded: dict, current: dict) -> list[str]:
+    """'key: old -> new' for every setting outside RESUMABLE that differs (resolved configs).
+
+    Keys on one side only count too: a free-form dict such as model.kwargs gains or loses keys.
+    """
+    old, new = flatten(recorded), flatten(current)
+
+    def show(values, key):
+        return repr(values[key]) if key in values else "<unset>"
+
+    return [f"{key}: {show(old, key)} -> {show(new, key)}" for key in sorted(old.keys() | new.keys())
+            if not any(key == k or key.startswith(k + ".") for k in RESUMABLE)
+            and (key not in old or key not in new or old[key] != new[key])]
+
+
+def check_same_run(recorded: dict | None, current: dict, where: str, workdir: str) -> None:
+    """Raises ConfigMismatch when the run recorded in workdir (its checkpoint or summary) had
+    another config: resuming it would mix two runs, and its summary is another run's result."""
+    if recorded is None:  # written before configs were recorded there
+        return
+    diff = changes(recorded, current)
+    if diff:
+        raise ConfigMismatch(
+            f"trainer.workdir={workdir} holds a run with another config ({where}):\n  "
+            + "\n  ".join(diff) + "\nNothing there was changed. Use another trainer.workdir for "
+            "this config (a sweep needs one per job: leave trainer.workdir unset), or remove "
+            f"{workdir} to start over.")

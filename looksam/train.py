@@ -7,7 +7,9 @@ functions, so a LookSAM reuse step costs exactly one forward and backward pass. 
 sharded over a `data` mesh axis of every local device, parameters are replicated. The run leaves
 TensorBoard events, wandb files, orbax checkpoints and `summary.json` in its workdir; a restart in
 the same workdir resumes from the newest checkpoint (step, parameters, optimizer and estimator
-state, data position, wandb run id). The trainer knows nothing about which method runs.
+state, data position, wandb run id), if it was written with the same config (config.RESUMABLE
+lists what may differ); a workdir holding another config's run is refused. The trainer knows
+nothing about which method runs.
 """
 
 from __future__ import annotations
@@ -35,17 +37,6 @@ class TrainState(NamedTuple):
     batch_stats: Any
     opt_state: Any
     est_state: Any  # the estimator's step counter (the global step t) and LookSAM's g_v
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"sam": {"k": 5}} -> {"sam.k": 5}, for TensorBoard's hparams."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def code_version() -> str:
@@ -94,10 +85,24 @@ def make_train_step(model, tx, est, schedule, root_key):
                                              sam_step=sam_step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(out.metrics, accuracy=out.aux["accuracy"], lr=schedule(state.est_state.step))
-        return TrainState(params, out.aux["batch_stats"], opt_state, est_state), metrics
+        new = TrainState(params, out.aux["batch_stats"], opt_state, est_state)
+        # The loss was computed before this update: `finite` vouches for the state a checkpoint of
+        # this step would hold (optimizer moments can overflow while the parameters stay finite).
+        metrics = dict(out.metrics, accuracy=out.aux["accuracy"], lr=schedule(state.est_state.step),
+                       finite=all_finite(new))
+        return new, metrics
 
     return train_step
+
+
+def all_finite(tree):
+    """Whether every float in tree is finite: exact (a global norm would overflow first), and one
+    pass over the state per step, small beside the forward and backward passes."""
+    import jax
+    import jax.numpy as jnp
+
+    checks = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
 
 
 def make_eval_step(model):
@@ -244,14 +249,14 @@ def _train(cfg, est, workdir: str) -> dict:
     from looksam.data import pipeline
 
     t_start = time.perf_counter()
-    os.makedirs(workdir, exist_ok=True)
     t = cfg.trainer
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints,
-                                   every_steps=t.checkpoint_every_steps)
-    summary_path = os.path.join(workdir, "summary.json")
     if t.num_devices and jax.process_count() > 1:
         raise ValueError("trainer.num_devices picks local devices of a one-process run; with "
                          f"{jax.process_count()} processes leave it null (every device of every process)")
+    if t.num_devices and t.num_devices > jax.local_device_count():
+        raise ValueError(f"trainer.num_devices={t.num_devices}: this process has "
+                         f"{jax.local_device_count()} {jax.devices()[0].platform} device(s); choose "
+                         f"1 to {jax.local_device_count()}, or null for all of them")
     devices = jax.devices()[: t.num_devices] if t.num_devices else jax.devices()
     mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,))
@@ -260,8 +265,24 @@ def _train(cfg, est, workdir: str) -> dict:
         if t[key] % len(devices):
             raise ValueError(f"trainer.{key}={t[key]} must divide over the {len(devices)} devices "
                              f"of {jax.process_count()} process(es)")
+    os.makedirs(workdir, exist_ok=True)
+    summary_path = os.path.join(workdir, "summary.json")
+    resolved = config.to_dict(cfg)
 
     with contextlib.ExitStack() as stack:
+        ckpt = stack.enter_context(checkpoint.Checkpointer(
+            os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints,
+            every_steps=t.checkpoint_every_steps))
+        # A rerun here resumes the checkpoint or returns the summary: both must be this config's, or
+        # a sweep sharing one workdir would mix runs or hand every job the first one's result.
+        latest = ckpt.latest_step()
+        if latest is not None:
+            config.check_same_run(ckpt.extra(latest).get("config"), resolved,
+                                  f"checkpoint step {latest}", workdir)
+        finished = previous_summary(summary_path)
+        if finished.get("status") not in (None, "failed"):  # a failure's config may be unresolved
+            config.check_same_run(finished.get("config"), resolved, "summary.json", workdir)
+
         ds_spec = pipeline.spec(cfg.data.name)
         data_kw = dict(directory=cfg.data.data_dir, download=cfg.data.download,
                        synthetic=cfg.data.mock_examples if cfg.data.mock else None)
@@ -270,7 +291,6 @@ def _train(cfg, est, workdir: str) -> dict:
         epoch_steps = math.ceil(t.epochs * steps_per_epoch)  # the schedule's length
         total_steps = min(epoch_steps, t.max_steps or epoch_steps)
         eval_every = max(1, round(t.eval_every_epochs * steps_per_epoch))
-        finished = previous_summary(summary_path)
         if finished.get("status") == "completed" and finished.get("step", -1) >= total_steps:
             log.info("%s already completed %d steps; nothing to do", workdir, finished["step"])
             return finished
@@ -283,7 +303,6 @@ def _train(cfg, est, workdir: str) -> dict:
         state = jax.device_put(initial_state(model, tx, est, size, root_key), replicated)
 
         start_step, extra = 0, {}
-        latest = ckpt.latest_step()
         if latest is not None:
             state, extra = ckpt.restore(latest, state)
             start_step = latest
@@ -291,13 +310,13 @@ def _train(cfg, est, workdir: str) -> dict:
         ckpt.check_space(state)
 
         tracker = stack.enter_context(tracking.Tracker(
-            workdir, config.to_dict(cfg), mode=cfg.logger.wandb_mode, project=cfg.logger.project,
+            workdir, resolved, mode=cfg.logger.wandb_mode, project=cfg.logger.project,
             entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),
             name=cfg.logger.name, resume_id=extra.get("wandb_id"), tensorboard=cfg.logger.tensorboard,
             is_main=jax.process_index() == 0))
 
         est = dataclasses.replace(est, batch_sharding=sharded)
-        tracker.hparams(flatten(config.to_dict(cfg)))
+        tracker.hparams(config.flatten(resolved))
         # clu's progress report: steps/s and ETA scalars, and the share of time spent in eval and
         # checkpointing; the log line below adds loss, accuracy and images/s.
         report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=tracker.writer,
@@ -307,6 +326,8 @@ def _train(cfg, est, workdir: str) -> dict:
         t0 = time.perf_counter()
         steps = compile_steps(train_step, est, state, batch_shape(cfg, ds_spec, sharded))
         compile_s = time.perf_counter() - t0
+        log.info("compiled %d train step function(s) in %.1f s", len(steps), compile_s)
+        tracker.scalars(start_step, {"compile_seconds": compile_s})
 
         def train_batches(start):
             ds = pipeline.train_dataset(
@@ -333,15 +354,16 @@ def _train(cfg, est, workdir: str) -> dict:
         status, message = "completed", ""
 
         def flush(step):
-            """Fetch the window's metrics; False if a loss was not finite."""
+            """Fetch the window's metrics; the first step whose loss or new state was not finite
+            (None if all were, or under nan_policy=ignore)."""
             nonlocal pending, train_loss
             if not pending:
-                return True
+                return None
             window = jax.device_get(pending)
             pending = []
-            losses = np.array([m["loss"] for m in window])
-            if not np.isfinite(losses).all() and t.nan_policy == "stop":
-                return False
+            finite = np.array([bool(m.pop("finite")) and np.isfinite(m["loss"]) for m in window])
+            if not finite.all() and t.nan_policy == "stop":
+                return step - len(window) + 1 + int(np.argmin(finite))
             # NaN marks "not measured this step" (diagnostics taken every few steps).
             means = {k: float(np.nanmean(v)) for k in window[0]
                      if not np.isnan(v := np.array([m[k] for m in window], np.float64)).all()}
@@ -356,7 +378,7 @@ def _train(cfg, est, workdir: str) -> dict:
                             | {"images_per_sec": rate, "eta_minutes": eta / 60})
             log.info("step %d/%d  loss %.4f  accuracy %.4f  %.1f images/s  ETA %.1f min", step,
                      total_steps, means["loss"], means["accuracy"], rate, eta / 60)
-            return True
+            return None
 
         preempted = PreemptionNotice()
         stack.callback(preempted.close)
@@ -382,10 +404,12 @@ def _train(cfg, est, workdir: str) -> dict:
             train_seconds += time.perf_counter() - window_start
             timed_steps += window_steps
             window_steps = 0
-            if (log_now or due_ckpt) and not flush(step):
+            bad_step = flush(step) if log_now or due_ckpt else None
+            if bad_step is not None:  # checked before this step's checkpoint could be saved
                 status = "diverged"
-                message = (f"non-finite training loss before step {step}; the last good checkpoint "
-                           f"(step {ckpt.latest_step()}) is kept")
+                ckpt.wait()  # the save in flight is a good one: name it
+                message = (f"non-finite training loss or state at step {bad_step}; the last good "
+                           f"checkpoint (step {ckpt.latest_step()}) is kept")
                 log.error(message)
                 break
             if due_eval:
@@ -393,11 +417,15 @@ def _train(cfg, est, workdir: str) -> dict:
                     last_eval = evaluate(eval_step, state, eval_batches())
                 best = max(best or 0.0, last_eval["test_accuracy"])
                 tracker.scalars(step, last_eval | {"best_test_accuracy": best})
+                log.info("eval at step %d (epoch %.2f): test accuracy %.2f%%, test loss %.4f, "
+                         "best %.2f%%", step, step / steps_per_epoch,
+                         100 * last_eval["test_accuracy"], last_eval["test_loss"], 100 * best)
             if due_ckpt:
                 with report.timed("checkpoint", wait_jax_async_dispatch=False):
                     ckpt.save(step, state, {
                         "step": step, "wandb_id": tracker.run_id, "best_test_accuracy": best,
-                        "last_eval": last_eval, "train_loss": train_loss, "counters": counters},
+                        "last_eval": last_eval, "train_loss": train_loss, "counters": counters,
+                        "config": resolved},
                         force=step == total_steps or stopping)
             if stopping:
                 status, message = "preempted", (f"stopped by a preemption notice after step {step} "
@@ -406,11 +434,10 @@ def _train(cfg, est, workdir: str) -> dict:
                 break
             window_start = time.perf_counter()
         ckpt.wait()
-        ckpt.close()
 
         images_per_sec = timed_steps * t.batch_size / train_seconds if train_seconds else None
         summary = {
-            "config": config.to_dict(cfg), "table": cfg.table, "cell": cfg.cell, "seed": t.seed,
+            "config": resolved, "table": cfg.table, "cell": cfg.cell, "seed": t.seed,
             "status": status, "message": message, "step": step, "total_steps": total_steps,
             "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
             "final_test_accuracy": last_eval.get("test_accuracy"),
@@ -446,9 +473,12 @@ def previous_summary(path: str) -> dict:
 
 
 def write_failure(workdir: str, cfg, error: BaseException) -> None:
-    """A failed run still leaves a summary (results/ marks the cell failed); nothing else is touched."""
+    """A failed run still leaves a summary (results/ marks the cell failed); nothing else is touched.
+    A workdir holding another config's run is not this run's: its summary stays as it is."""
     from looksam import config
 
+    if isinstance(error, config.ConfigMismatch):
+        return
     path = os.path.join(workdir, "summary.json")
     try:
         resolved = config.to_dict(cfg)
@@ -470,14 +500,21 @@ def main() -> None:
     from looksam import config
 
     config.register()
-    # Our progress line says what matters; orbax and clu's absl INFO lines would drown it.
-    logging.getLogger("absl").setLevel(logging.WARNING)
 
     # An absolute path: the console script and `python -m` work from any directory.
     configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
 
     @hydra.main(config_path=os.path.normpath(configs), config_name="config", version_base="1.3")
     def hydra_main(cfg) -> float | None:
+        """Returns what a sweeper maximises (hydra/sweeper=optuna_accuracy): the best test accuracy
+        of a completed run. Any other run returns None, and in a multirun an exception is logged,
+        not raised, so the sweep goes on: the basic and submitit launchers ignore the value, and
+        the optuna plugin records None as a failed trial ("Return value must be float-castable")
+        and carries on. Not NaN: the plugin then tells optuna FAIL together with the NaN value,
+        which optuna 2.x rejects, and the whole study stops."""
+        # Our progress line says what matters; orbax and clu's absl INFO lines would drown it. Set
+        # here, not in main(): a submitit job runs this function alone, in a process of its own.
+        logging.getLogger("absl").setLevel(logging.WARNING)
         workdir = cfg.trainer.workdir or HydraConfig.get().runtime.output_dir
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
@@ -494,7 +531,12 @@ def main() -> None:
                 log.exception("run failed; the sweep goes on")  # its summary says status failed
                 return None
             raise
-        return summary["best_test_accuracy"]  # what a sweeper (optuna) maximises
+        best = summary.get("best_test_accuracy")
+        # Diverged (or preempted) runs are failed trials, whatever they reached before; so is a
+        # run that never evaluated.
+        if summary.get("status") != "completed" or best is None or not math.isfinite(best):
+            return None
+        return float(best)
 
     hydra_main()
 

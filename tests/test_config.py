@@ -188,12 +188,39 @@ def test_unknown_key_in_a_file_fails(tmp_path, group, text, key):
     (["schedule.decay=step"], r"schedule\.decay='step'"),
     (["trainer.microbatch=100"], r"trainer\.microbatch=100"),
     (["data.name=cifar11"], r"data\.name='cifar11'"),
+    (["trainer.log_every_steps=0"], r"trainer\.log_every_steps=0: must be >= 1"),
+    (["scale=smoke", "scale.log_every_steps=0"], r"scale\.log_every_steps=0: must be >= 1"),
+    (["trainer.eval_batch_size=0"], r"trainer\.eval_batch_size=0: must be >= 1"),
+    (["scale=smoke", "scale.eval_batch_size=-8"], r"scale\.eval_batch_size=-8: must be >= 1"),
+    (["trainer.checkpoint_every_steps=0"], r"trainer\.checkpoint_every_steps=0: must be >= 1"),
+    (["trainer.keep_checkpoints=0"], r"trainer\.keep_checkpoints=0: must be >= 1"),
+    (["trainer.num_devices=0"], r"trainer\.num_devices=0: must be >= 1 or null"),
+    (["schedule.warmup_epochs=-1"], r"schedule\.warmup_epochs=-1\.0: must be >= 0"),
+    (["schedule.warmup_steps=-5"], r"schedule\.warmup_steps=-5: must be >= 0"),
 ])
 def test_validate_rejects_bad_values_naming_the_key(overrides, pattern):
     cfg = scaled(*overrides)
     with pytest.raises(ValueError) as info:
         config.validate(cfg)
     assert re.search(pattern, str(info.value)), str(info.value)
+
+
+def test_resume_compares_what_a_run_computes():
+    """A rerun in a workdir may move, log and checkpoint differently, never compute differently;
+    a scale preset counts through the values it resolves to."""
+    base = config.to_dict(scaled("scale=smoke"))
+    moved = config.to_dict(scaled(
+        "scale=smoke", "trainer.workdir=/elsewhere", "data.data_dir=/data", "logger.project=p",
+        "logger.wandb_mode=disabled", "scale.max_steps=9", "scale.log_every_steps=5",
+        "trainer.microbatch=4", "trainer.num_devices=2", "trainer.checkpoint_every_steps=7",
+        "distributed.initialization_timeout=5", "table=t1", "cell=c1"))
+    assert config.changes(base, moved) == []
+    other = config.to_dict(scaled("scale=smoke", "scale.model_kwargs.resnet18.width=8",
+                                  "scale.epochs=2", "trainer.seed=1"))
+    assert config.changes(base, other) == [
+        "model.kwargs.width: 4 -> 8", "trainer.epochs: 1.0 -> 2.0", "trainer.seed: 0 -> 1"]
+    assert config.changes({"sam": {"rho": 0.05}}, {"sam": {}}) == ["sam: <unset> -> {}",
+                                                                  "sam.rho: 0.05 -> <unset>"]
 
 
 def test_data_name_typo_is_rejected():
@@ -315,14 +342,6 @@ def test_multirun_with_the_basic_launcher(tmp_path):
         assert cwd == str(tmp_path)  # hydra.job.chdir: false
         path = pathlib.Path(output_dir)
         assert path.name == str(num) and path.parent.parent == tmp_path / "runs" / "multirun"
-
-
-def test_slurm_launcher_config():
-    """Composes only with the plugin installed; the default config never refers to it."""
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    launcher = compose_cfg("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4",
-                           return_hydra_config=True).hydra.launcher
-    assert launcher.tasks_per_node == launcher.gpus_per_node == 4  # one JAX process per GPU
 
 
 def test_cpu_scale_keeps_warmups_share_of_training():

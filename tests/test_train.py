@@ -1,17 +1,25 @@
-"""End-to-end smoke runs of the trainer on mock data: outputs, devices, resume, divergence."""
+"""End-to-end smoke runs of the trainer on mock data: outputs, devices, resume, divergence, and
+reruns with another config in the same workdir."""
 
 from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import pathlib
+import re
+import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
 
 from looksam import config, train
 
@@ -42,16 +50,60 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
         np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol, atol)
 
 
+def kept_steps(workdir):
+    return sorted(int(p.name) for p in pathlib.Path(workdir, "checkpoints").iterdir() if p.name.isdigit())
+
+
+def isolate_wandb(mp, home):
+    mp.delenv("WANDB_API_KEY", raising=False)
+    mp.setenv("WANDB_DIR", str(home))
+    mp.setenv("HOME", str(home))  # no ~/.netrc API key
+
+
 @pytest.fixture(autouse=True)
 def no_wandb_network(monkeypatch, tmp_path):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc API key
+    isolate_wandb(monkeypatch, tmp_path)
 
 
-def test_smoke_run_writes_every_output(tmp_path):
-    workdir = str(tmp_path / "run")
-    summary = train.run(cfg_for(workdir, "sam=looksam", "sam.k=2"), workdir)
+SMOKE = ("sam=looksam", "sam.k=2")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One LookSAM-2 smoke run (4 steps) for the tests that only read it: (workdir, the summary
+    run returned, the trainer's console log lines)."""
+    home = tmp_path_factory.mktemp("smoke")
+    workdir = str(home / "run")
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("looksam.train")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            isolate_wandb(mp, home)
+            summary = train.run(cfg_for(workdir, *SMOKE), workdir)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return workdir, summary, lines
+
+
+def scalar_events(workdir, tag):
+    """(step, value) of every TensorBoard scalar `tag` written in workdir."""
+    events = []
+    for path in glob.glob(f"{workdir}/**/events.out.tfevents.*", recursive=True):
+        acc = EventAccumulator(path, size_guidance={"tensors": 0})
+        acc.Reload()
+        if tag in acc.Tags()["tensors"]:
+            events += [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+    return events
+
+
+def test_smoke_run_writes_every_output(smoke):
+    workdir, summary, lines = smoke
     on_disk = json.loads(pathlib.Path(workdir, "summary.json").read_text())
     assert on_disk["status"] == summary["status"] == "completed"
     for key in ("final_test_accuracy", "best_test_accuracy", "final_train_loss", "images_per_sec",
@@ -63,9 +115,15 @@ def test_smoke_run_writes_every_output(tmp_path):
     assert on_disk["cost"]["sam_steps"] == 2 and on_disk["cost"]["reuse_steps"] == 2  # k = 2
     assert on_disk["cost"]["passes"] == pytest.approx(2 * 2 + 2 * 1)
     assert on_disk["hardware"]["device_count"] == len(jax.devices())
+    assert re.fullmatch(r"[0-9a-f]{40}", on_disk["code_version"]), "tests run in a git checkout"
     assert glob.glob(f"{workdir}/**/events.out.tfevents.*", recursive=True), "TensorBoard events"
-    assert glob.glob(f"{workdir}/wandb/offline-run-*"), "offline wandb run"
-    assert os.path.isdir(f"{workdir}/checkpoints/4")
+    assert on_disk["wandb_id"] and glob.glob(f"{workdir}/wandb/offline-run-*-{on_disk['wandb_id']}")
+    # orbax writes the commit marker last: the final step is complete, not just started.
+    assert os.path.isfile(f"{workdir}/checkpoints/4/commit_success.txt")
+    # Compilation: one console line and one scalar, both agreeing with the summary.
+    compiled = [float(m[1]) for line in lines if (m := re.fullmatch(r"compiled \d+ .* in (\d+\.\d) s", line))]
+    assert compiled == [pytest.approx(on_disk["compile_seconds"], abs=0.051)]
+    assert scalar_events(workdir, "compile_seconds") == [(0, pytest.approx(on_disk["compile_seconds"]))]
 
 
 def test_eight_devices_equal_one(tmp_path):
@@ -73,7 +131,8 @@ def test_eight_devices_equal_one(tmp_path):
     states = []
     for devices in (1, 8):
         workdir = str(tmp_path / f"d{devices}")
-        train.run(cfg_for(workdir, "sam=sam", f"trainer.num_devices={devices}"), workdir)
+        summary = train.run(cfg_for(workdir, "sam=sam", f"trainer.num_devices={devices}"), workdir)
+        assert summary["hardware"]["device_count"] == devices
         states.append(final_state(workdir, 4))
     assert_trees_close(states[0], states[1])
 
@@ -87,24 +146,79 @@ def test_resume_equals_a_straight_run(tmp_path):
     first = train.run(cfg_for(split, *common[:-1], "scale.max_steps=3"), split)
     assert first["step"] == 3
     s2 = train.run(cfg_for(split, *common), split)  # same workdir: resumes from step 3
-    assert s2["step"] == 6 and s2["wandb_id"] == first["wandb_id"]
+    assert first["wandb_id"] and s2["wandb_id"] == first["wandb_id"]  # offline: real run ids
+    assert s2["step"] == 6
     assert_trees_close(final_state(straight, 6), final_state(split, 6))
     for key in ("final_test_accuracy", "final_train_loss"):  # best: the first leg evaluated at 3 too
         assert s2[key] == pytest.approx(s1[key], rel=1e-5), key
     assert s2["cost"] == s1["cost"]
 
 
-def test_non_finite_loss_ends_with_status_diverged(tmp_path):
+def nan_from_the_third_update(monkeypatch):
+    """A NaN learning rate from the third update on: the loss of step 3 is still finite (it is
+    computed before the update), the parameters after it are not."""
+    real = train.base_optimizer
+
+    def base_optimizer(cfg, steps_per_epoch, epoch_steps):
+        schedule, _ = real(cfg, steps_per_epoch, epoch_steps)
+        return schedule, optax.sgd(lambda count: jnp.where(count >= 2, jnp.nan, schedule(count)))
+
+    monkeypatch.setattr(train, "base_optimizer", base_optimizer)
+
+
+@pytest.mark.parametrize("cause", ["huge_lr", "nan_update"])
+def test_non_finite_loss_ends_with_status_diverged(tmp_path, monkeypatch, cause):
     workdir = str(tmp_path / "nan")
-    summary = train.run(cfg_for(workdir, "optimizer.lr=1e30", "trainer.checkpoint_every_steps=1",
-                                "scale.max_steps=6", "trainer.log_every_steps=1"), workdir)
+    overrides = ["trainer.checkpoint_every_steps=1", "scale.max_steps=6"]
+    if cause == "huge_lr":
+        overrides.append("optimizer.lr=1e30")
+    else:
+        nan_from_the_third_update(monkeypatch)
+    summary = train.run(cfg_for(workdir, *overrides), workdir)
     assert summary["status"] == "diverged" and "non-finite" in summary["message"]
-    kept = sorted(int(p.name) for p in pathlib.Path(workdir, "checkpoints").iterdir() if p.name.isdigit())
+    kept = kept_steps(workdir)
     assert kept and max(kept) < summary["step"]  # the last good checkpoint, not the bad step
+    assert f"checkpoint (step {max(kept)}) is kept" in summary["message"]
+    if cause == "nan_update":
+        assert summary["step"] == 3 and kept == [1, 2]  # update 3 made the state NaN
+    for leaf in jax.tree.leaves(final_state(workdir, max(kept))):
+        assert np.isfinite(np.asarray(leaf)).all()
     assert json.loads(pathlib.Path(workdir, "summary.json").read_text())["status"] == "diverged"
 
 
-def test_bad_config_fails_before_compiling(tmp_path):
-    with pytest.raises(ValueError, match="sam: k=0"):
-        train.run(cfg_for(str(tmp_path), "sam=looksam", "sam.k=0"), str(tmp_path))
+def test_rerun_with_another_config_in_the_same_workdir(smoke, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(smoke[0], workdir)  # this test's own copy of the completed run
+    summary_path = pathlib.Path(workdir, "summary.json")
+    before = summary_path.read_bytes()
+    files = sorted(str(p) for p in pathlib.Path(workdir, "checkpoints").rglob("*"))
+
+    other = cfg_for(workdir, *SMOKE, "sam.rho=0.1")
+    with pytest.raises(config.ConfigMismatch) as info:
+        train.run(other, workdir)
+    message = str(info.value)
+    assert "sam.rho: 0.05 -> 0.1" in message and "another trainer.workdir" in message
+    assert "trainer.workdir:" not in message  # the copy's new workdir may differ
+    train.write_failure(workdir, other, info.value)  # what the Hydra entry point does with it
+    assert summary_path.read_bytes() == before
+    assert sorted(str(p) for p in pathlib.Path(workdir, "checkpoints").rglob("*")) == files
+
+    # Only logging and checkpoint cadence changed: the completed run's summary, nothing rerun.
+    same = train.run(cfg_for(workdir, *SMOKE, "logger.tensorboard=false", "scale.log_every_steps=2",
+                             "trainer.checkpoint_every_steps=2"), workdir)
+    assert same == json.loads(before) and summary_path.read_bytes() == before
+
+    summary_path.unlink()  # the checkpoint alone is checked too
+    with pytest.raises(config.ConfigMismatch, match=r"checkpoint step 4(?s:.*)sam\.k: 2 -> 3"):
+        train.run(cfg_for(workdir, "sam=looksam", "sam.k=3"), workdir)
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (["sam=looksam", "sam.k=0"], "sam: k=0"),
+    (["trainer.num_devices=9"], r"trainer\.num_devices=9: this process has 8 cpu device"),
+    (["scale.log_every_steps=0"], r"scale\.log_every_steps=0: must be >= 1"),
+])
+def test_bad_config_fails_before_compiling(tmp_path, overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        train.run(cfg_for(str(tmp_path), *overrides), str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
