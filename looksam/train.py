@@ -474,12 +474,13 @@ def previous_summary(path: str) -> dict:
 
 def write_failure(workdir: str, cfg, error: BaseException) -> None:
     """A failed run still leaves a summary (results/ marks the cell failed); nothing else is touched.
-    A workdir holding another config's run is not this run's: its summary stays as it is."""
+    A workdir holding another config's run is not this run's, and a completed run's result outlives
+    a failed rerun (e.g. one pointed at a wrong data_dir): those summaries stay as they are."""
     from looksam import config
 
-    if isinstance(error, config.ConfigMismatch):
-        return
     path = os.path.join(workdir, "summary.json")
+    if isinstance(error, config.ConfigMismatch) or previous_summary(path).get("status") == "completed":
+        return
     try:
         resolved = config.to_dict(cfg)
     except Exception:  # noqa: BLE001 - the config itself may be what failed

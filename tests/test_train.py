@@ -207,6 +207,9 @@ def test_rerun_with_another_config_in_the_same_workdir(smoke, tmp_path):
     same = train.run(cfg_for(workdir, *SMOKE, "logger.tensorboard=false", "scale.log_every_steps=2",
                              "trainer.checkpoint_every_steps=2"), workdir)
     assert same == json.loads(before) and summary_path.read_bytes() == before
+    # A rerun that fails (here: data gone) leaves the completed run's result as it was.
+    train.write_failure(workdir, other, FileNotFoundError("no cifar10 in /nowhere"))
+    assert summary_path.read_bytes() == before
 
     summary_path.unlink()  # the checkpoint alone is checked too
     with pytest.raises(config.ConfigMismatch, match=r"checkpoint step 4(?s:.*)sam\.k: 2 -> 3"):
