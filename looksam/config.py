@@ -30,6 +30,9 @@ class DataConfig:
     download: bool = False  # never download unless asked (offline TFDS retries for minutes)
     train_split: Optional[str] = None  # None: the dataset's train split; e.g. "train[:10%]"
     eval_split: Optional[str] = None
+    # Held out from the training data and evaluated beside the test split (e.g. "train[45000:]",
+    # which must not overlap train_split): choices made by measurement read this, never the test.
+    validation_split: Optional[str] = None
     randaugment: Optional[List[int]] = None  # [num_ops, magnitude]
     mixup_alpha: float = 0.0
     label_smoothing: float = 0.0
@@ -135,6 +138,7 @@ class ScaleConfig:
     dataset: Dict[str, str] = field(default_factory=dict)  # e.g. imagenet2012 -> cifar10
     train_split: Optional[str] = None
     eval_split: Optional[str] = None
+    validation_split: Optional[str] = None
     mock: Optional[bool] = None
     mock_examples: Optional[int] = None
     model_kwargs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # per model name
@@ -154,6 +158,7 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     table: Optional[str] = None  # the table and cell a run belongs to (reproduce/)
     cell: Optional[str] = None
+    variant: Optional[str] = None  # a sweep's point of that cell, e.g. "sam.alpha=0.2" (reproduce --sweep)
 
 
 def register() -> None:
@@ -186,7 +191,7 @@ def apply_scale(cfg: DictConfig) -> DictConfig:
         if trainer["microbatch"] is not None and s.batch_size % trainer["microbatch"]:
             trainer["microbatch"] = None  # the paper's accumulation chunk no longer divides
     data["name"] = s.dataset.get(data["name"], data["name"])
-    for key in ("train_split", "eval_split", "mock", "mock_examples"):
+    for key in ("train_split", "eval_split", "validation_split", "mock", "mock_examples"):
         if s[key] is not None:
             data[key] = s[key]
     model["kwargs"] = {**model["kwargs"], **s.model_kwargs.get(model["name"], {})}
@@ -301,7 +306,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 # checkpoints, never what it computes. trainer.max_steps only stops a run early (the schedule
 # follows trainer.epochs), so a resumed run may extend it; the scale preset is compared through
 # the values it resolved to; table and cell only label a run.
-RESUMABLE = ("logger", "distributed", "scale", "table", "cell", "data.data_dir", "data.download",
+RESUMABLE = ("logger", "distributed", "scale", "table", "cell", "variant", "data.data_dir", "data.download",
              "trainer.max_steps", "trainer.eval_batch_size", "trainer.log_every_steps",
              "trainer.checkpoint_every_steps", "trainer.keep_checkpoints", "trainer.microbatch",
              "trainer.num_devices", "trainer.workdir", "trainer.nan_policy")

@@ -29,7 +29,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from looksam import host_devices
+
 log = logging.getLogger("looksam.train")
+
+
+# Step metrics of LookSAM's SAM steps that a run's history keeps (looksam/sam/estimator.py).
+DRIFT_KEYS = ("g_v_cos_prev", "g_v_change")
 
 
 class TrainState(NamedTuple):
@@ -70,6 +76,20 @@ def make_loss_fn(model, batch_stats, dropout_key):
         return losses, {"batch_stats": new.get("batch_stats"), "accuracy": hits.mean()}
 
     return loss_fn
+
+
+def check_validation_split(cfg) -> None:
+    """The validation split must be held out of training, or selecting on it would flatter."""
+    from looksam.data import pipeline
+
+    train_split = cfg.data.train_split or pipeline.spec(cfg.data.name).train_split
+    shared = pipeline.shared_examples(pipeline.builder(cfg.data.name, cfg.data.data_dir),
+                                      train_split, cfg.data.validation_split)
+    if shared:
+        raise ValueError(f"data.validation_split={cfg.data.validation_split!r} shares {shared} "
+                         f"examples with data.train_split={train_split!r}: hold the validation "
+                         "examples out of training (e.g. train_split='train[:45000]', "
+                         "validation_split='train[45000:]')")
 
 
 def make_train_step(model, tx, est, schedule, root_key):
@@ -124,12 +144,12 @@ def make_eval_step(model):
     return eval_step
 
 
-def evaluate(eval_step, state, batches) -> dict[str, float]:
+def evaluate(eval_step, state, batches, prefix: str = "test") -> dict[str, float]:
     total = None
     for batch in batches:
         m = eval_step(state, batch)
         total = m if total is None else {k: total[k].merge(m[k]) for k in m}
-    return {f"test_{k}": float(v.compute()) for k, v in total.items()}
+    return {f"{prefix}_{k}": float(v.compute()) for k, v in total.items()}
 
 
 class PreemptionNotice:
@@ -228,10 +248,11 @@ def compile_steps(train_step, est, state, batch) -> dict:
 
 def run(cfg, workdir: str) -> dict:
     """Trains cfg (a composed DictConfig) in workdir; returns the summary also written there."""
-    from looksam import config, distributed
+    from looksam import config, distributed, host_devices
 
     cfg = config.apply_scale(cfg)
     est = config.validate(cfg)  # every check before any compilation
+    host_devices.configure(cfg.trainer)  # before JAX starts: split the batch over the CPU cores
     distributed.initialize(cfg.distributed)  # before anything touches a JAX backend
     if not distributed.is_main():  # one process speaks for the run
         logging.getLogger("looksam").setLevel(logging.WARNING)
@@ -261,10 +282,14 @@ def _train(cfg, est, workdir: str) -> dict:
     mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,))
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    log.info("training on %d %s device(s) of %d process(es); XLA_FLAGS=%r", len(devices),
+             devices[0].platform, jax.process_count(), os.environ.get("XLA_FLAGS", ""))
     for key in ("batch_size", "eval_batch_size"):
         if t[key] % len(devices):
             raise ValueError(f"trainer.{key}={t[key]} must divide over the {len(devices)} devices "
                              f"of {jax.process_count()} process(es)")
+    if cfg.data.validation_split and not cfg.data.mock:
+        check_validation_split(cfg)
     os.makedirs(workdir, exist_ok=True)
     summary_path = os.path.join(workdir, "summary.json")
     resolved = config.to_dict(cfg)
@@ -338,19 +363,30 @@ def _train(cfg, est, workdir: str) -> dict:
                 shards=cfg.data.input_shards, **data_kw)
             return pipeline.prefetch_to_devices(pipeline.as_numpy(ds), sharded)
 
-        def eval_batches():
-            ds = pipeline.eval_dataset(cfg.data.name, global_batch=t.eval_batch_size,
-                                       split=cfg.data.eval_split, **data_kw)
+        def eval_batches(split):
+            ds = pipeline.eval_dataset(cfg.data.name, global_batch=t.eval_batch_size, split=split,
+                                       **data_kw)
             return pipeline.prefetch_to_devices(pipeline.as_numpy(ds), sharded)
+
+        def evaluate_all():
+            results = evaluate(eval_step, state, eval_batches(cfg.data.eval_split))
+            if cfg.data.validation_split:
+                results |= evaluate(eval_step, state, eval_batches(cfg.data.validation_split),
+                                    prefix="validation")
+            return results
 
         counters = extra.get("counters", {"sam_steps": 0, "reuse_steps": 0, "passes": 0.0})
         best = extra.get("best_test_accuracy")
+        best_validation = extra.get("best_validation_accuracy")
+        # One row per evaluation: the learning curve a summary carries (results/ draws it).
+        history: list[dict] = extra.get("history", [])
         last_eval: dict[str, float] = extra.get("last_eval", {})
         train_loss = extra.get("train_loss")
         # Throughput counts the wall time between synchronisation points (input included),
         # leaving out compilation (done above), evaluation and checkpointing.
         train_seconds, timed_steps, window_steps = 0.0, 0, 0
         pending: list[dict] = []
+        drift: dict[str, float] = {}  # LookSAM's g_v drift over the last window, for the history
         status, message = "completed", ""
 
         def flush(step):
@@ -372,6 +408,7 @@ def _train(cfg, est, workdir: str) -> dict:
                 if sam_rows and key in sam_rows[0]:
                     means[f"sam_{key}"] = float(np.mean([m[key] for m in sam_rows]))
             train_loss = means["loss"]
+            drift.update({k: means[k] for k in DRIFT_KEYS if k in means})
             rate = timed_steps * t.batch_size / train_seconds if train_seconds else 0.0
             eta = (total_steps - step) * t.batch_size / rate if rate else float("nan")
             tracker.scalars(step, {f"train_{k}": v for k, v in means.items()}
@@ -414,16 +451,25 @@ def _train(cfg, est, workdir: str) -> dict:
                 break
             if due_eval:
                 with report.timed("eval", wait_jax_async_dispatch=False):
-                    last_eval = evaluate(eval_step, state, eval_batches())
+                    last_eval = evaluate_all()
                 best = max(best or 0.0, last_eval["test_accuracy"])
-                tracker.scalars(step, last_eval | {"best_test_accuracy": best})
+                bests = {"best_test_accuracy": best}
+                if "validation_accuracy" in last_eval:
+                    best_validation = max(best_validation or 0.0, last_eval["validation_accuracy"])
+                    bests["best_validation_accuracy"] = best_validation
+                tracker.scalars(step, last_eval | bests)
+                history.append({"step": step, "epoch": step / steps_per_epoch,
+                                "train_loss": train_loss} | drift | last_eval)
                 log.info("eval at step %d (epoch %.2f): test accuracy %.2f%%, test loss %.4f, "
-                         "best %.2f%%", step, step / steps_per_epoch,
-                         100 * last_eval["test_accuracy"], last_eval["test_loss"], 100 * best)
+                         "best %.2f%%%s", step, step / steps_per_epoch,
+                         100 * last_eval["test_accuracy"], last_eval["test_loss"], 100 * best,
+                         f", validation accuracy {100 * last_eval['validation_accuracy']:.2f}%"
+                         if "validation_accuracy" in last_eval else "")
             if due_ckpt:
                 with report.timed("checkpoint", wait_jax_async_dispatch=False):
                     ckpt.save(step, state, {
                         "step": step, "wandb_id": tracker.run_id, "best_test_accuracy": best,
+                        "best_validation_accuracy": best_validation, "history": history,
                         "last_eval": last_eval, "train_loss": train_loss, "counters": counters,
                         "config": resolved},
                         force=step == total_steps or stopping)
@@ -442,17 +488,18 @@ def _train(cfg, est, workdir: str) -> dict:
             "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
             "final_test_accuracy": last_eval.get("test_accuracy"),
             "final_test_loss": last_eval.get("test_loss"), "best_test_accuracy": best,
-            "final_train_loss": train_loss,
+            "final_validation_accuracy": last_eval.get("validation_accuracy"),
+            "best_validation_accuracy": best_validation,
+            "final_train_loss": train_loss, "history": history,
             "images_per_sec": images_per_sec,
             "images_per_sec_per_device": images_per_sec / len(devices) if images_per_sec else None,
             "seconds_per_epoch": steps_per_epoch * train_seconds / timed_steps if timed_steps else None,
             "compile_seconds": compile_s, "total_seconds": time.perf_counter() - t_start,
             "cost": dict(counters, ideal_cost=est.ideal_cost),
-            "hardware": {"device_kind": devices[0].device_kind, "device_count": len(devices),
-                         "process_count": jax.process_count()},
+            "hardware": environment(devices),
             "code_version": code_version(), "wandb_id": tracker.run_id,
         }
-        tracker.summary({k: v for k, v in summary.items() if k != "config"})
+        tracker.summary({k: v for k, v in summary.items() if k not in ("config", "history")})
         tracker.finish(status)
     if jax.process_index() == 0:
         tmp = summary_path + ".tmp"
@@ -462,6 +509,38 @@ def _train(cfg, est, workdir: str) -> dict:
     if status == "preempted":  # the job is going away: end it (and a sweep with it)
         preempted.forward()
     return summary
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def environment(devices) -> dict:
+    """What a run ran on, for comparing its images/s with another's."""
+    import importlib.metadata
+
+    import jax
+
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"device_kind": devices[0].device_kind, "platform": devices[0].platform,
+            "device_count": len(devices), "process_count": jax.process_count(),
+            "cpu_model": cpu_model(), "cpu_cores": host_devices.available_cores(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "versions": {n: version(n) for n in ("jax", "jaxlib", "flax", "optax")}}
 
 
 def previous_summary(path: str) -> dict:

@@ -114,10 +114,14 @@ def test_looksam_over_two_periods(problem, method):
         batch = problem.batch(seed=t)
         f.batch = batch
         g = f.grad(w)
+        drift = (np.nan, np.nan)  # measured at SAM steps that have an earlier g_v
         if t % k == 0:
             eps = ref.sam_eps(g, rho) if method == "looksam" else ref.layer_eps(f, w, g, rho)
             expected = f.grad(w + eps)
-            g_v = ref.projection(g, expected)
+            before, g_v = g_v, ref.projection(g, expected)
+            if before is not None:
+                drift = (np.dot(g_v, before) / np.linalg.norm(g_v) / np.linalg.norm(before),
+                         np.linalg.norm(g_v - before) / np.linalg.norm(before))
         else:
             expected = ref.look_reuse(g, g_v, alpha)
         assert est.is_sam_step(t) == (t % k == 0)
@@ -125,6 +129,8 @@ def test_looksam_over_two_periods(problem, method):
         np.testing.assert_allclose(flat(grads), expected, 1e-4, 1e-5, err_msg=f"step {t}")
         np.testing.assert_allclose(flat(state.g_v), g_v, 1e-4, 1e-5, err_msg=f"g_v at step {t}")
         assert float(out.metrics["sam_step"]) == float(t % k == 0)
+        np.testing.assert_allclose([out.metrics["g_v_cos_prev"], out.metrics["g_v_change"]], drift,
+                                   1e-4, 1e-6, err_msg=f"g_v drift at step {t}")
         w = w - lr * expected
         params = f.unravel(w)
     assert int(state.step) == 2 * k + 1

@@ -225,3 +225,36 @@ def test_bad_config_fails_before_compiling(tmp_path, overrides, pattern):
     with pytest.raises(ValueError, match=pattern):
         train.run(cfg_for(str(tmp_path), *overrides), str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_validation_split_is_evaluated_and_history_kept(tmp_path):
+    """A held-out validation split is evaluated with the test split at every evaluation; the
+    summary keeps both and one history row per evaluation (2 epochs of 4 steps: 2 rows)."""
+    workdir = str(tmp_path)
+    summary = train.run(cfg_for(workdir, "model=cnn", "sam=looksam", "sam.k=2",
+                                "scale.max_steps=8", "scale.epochs=2",
+                                "data.validation_split=validation"), workdir)
+    assert summary["status"] == "completed"
+    history = summary["history"]
+    assert [row["step"] for row in history] == [4, 8]
+    assert [row["epoch"] for row in history] == [1.0, 2.0]
+    last = history[-1]
+    assert last["validation_accuracy"] == summary["final_validation_accuracy"]
+    assert last["test_accuracy"] == summary["final_test_accuracy"]
+    assert summary["best_validation_accuracy"] == max(r["validation_accuracy"] for r in history)
+    # Mock splits are generated per split name: validation and test are different images.
+    assert last["validation_loss"] != last["test_loss"]
+    # LookSAM's g_v drift between SAM steps (steps 0, 2, 4, 6; measured from step 2 on).
+    assert -1 <= last["g_v_cos_prev"] <= 1 and last["g_v_change"] > 0
+
+
+def test_validation_split_must_not_overlap_training(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    data = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
+    if not (data / "cifar10").is_dir():
+        pytest.skip(f"real CIFAR-10 not found at {data}")
+    cfg = cfg_for(str(tmp_path), "scale=afternoon", f"data.data_dir={data}",
+                  "scale.validation_split='train[4000:6000]'")
+    with pytest.raises(ValueError, match=r"shares 1000 examples with data.train_split='train\[:5000\]'"):
+        train.run(cfg, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()

@@ -116,6 +116,21 @@ def num_examples(b, split) -> int:
         return int(b.as_dataset(split=split).reduce(0, lambda n, _: n + 1).numpy())
 
 
+def shared_examples(b, split_a: str, split_b: str) -> int:
+    """How many examples two TFDS split strings of one builder have in common (0: disjoint)."""
+    import tensorflow_datasets as tfds
+
+    def ranges(split):
+        out = []
+        for part in tfds.core.ReadInstruction.from_spec(split).to_absolute(b.info.splits):
+            size = b.info.splits[part.splitname].num_examples
+            out.append((part.splitname, part.from_ or 0, size if part.to is None else part.to))
+        return out
+
+    return sum(max(0, min(e1, e2) - max(s1, s2))
+               for n1, s1, e1 in ranges(split_a) for n2, s2, e2 in ranges(split_b) if n1 == n2)
+
+
 def _process(process_index, process_count):
     if process_index is None or process_count is None:
         import jax

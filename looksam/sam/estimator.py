@@ -158,12 +158,23 @@ class Estimator:
         return (pick(g_s, reuse), EstimatorState(state.step + 1, pick(g_v, state.g_v), state.drift),
                 GradientOutput(aux, pick(metrics, reuse_metrics)))
 
-    def _metrics(self, g, grads, g_v, loss, sam_step):
+    def _metrics(self, g, grads, g_v, loss, sam_step, previous_g_v=None):
         metrics = dict(sam_step=jnp.float32(sam_step), loss=loss, grad_norm=otu.tree_norm(g))
         if self.perturbs:
             metrics["cos_g_gs"] = look.cosine(g, grads)
         if g_v is not None:
             metrics["g_v_norm"] = otu.tree_norm(g_v)
+        if self.method in REUSES_G_V:
+            # How far g_v moves between SAM steps, k steps apart (what the reuse steps assume
+            # is small): cos(g_v(t), g_v(t - k)) and ||g_v(t) - g_v(t - k)|| / ||g_v(t - k)||.
+            # NaN on reuse steps and at the first SAM step (no g_v yet): "not measured".
+            nan = jnp.float32(jnp.nan)
+            metrics["g_v_cos_prev"], metrics["g_v_change"] = nan, nan
+            if sam_step and previous_g_v is not None:
+                before = otu.tree_norm(previous_g_v)
+                change = otu.tree_norm(otu.tree_sub(g_v, previous_g_v)) / jnp.where(before > 0, before, 1)
+                metrics["g_v_cos_prev"] = jnp.where(before > 0, look.cosine(g_v, previous_g_v), nan)
+                metrics["g_v_change"] = jnp.where(before > 0, change, nan)
         return metrics
 
     # Both steps return (gradient for the optimizer, clean gradient g, g_v, aux, metrics).
@@ -183,9 +194,11 @@ class Estimator:
             return self._perturbed_gradients(loss_fn, params, b, rng, size)
 
         (g, g_s, cosines), (losses, sharpness, selected), aux = self._over_groups(group, batch)
+        previous_g_v = g_v
         if self.method in REUSES_G_V:
             g_v = look.orthogonal_component(g, g_s)
-        metrics = self._metrics(g, g_s, g_v, jnp.mean(losses), sam_step=True)
+        metrics = self._metrics(g, g_s, g_v, jnp.mean(losses), sam_step=True,
+                                previous_g_v=previous_g_v)
         if self.method == "esam":
             group_size = self.m or batching.batch_size(batch)
             metrics["selected_fraction"] = jnp.float32(
