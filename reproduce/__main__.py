@@ -36,8 +36,25 @@ CPU_MINUTES_PER_PASS = 3.8
 SMOKE_SECONDS_PER_CELL = 20
 
 
-def run_dir(runs: pathlib.Path, table: str, scale: str, cell: registry.Cell, seed: int) -> pathlib.Path:
-    return runs / table / scale / cell.row / cell.column / f"seed{seed}"
+def run_dir(runs: pathlib.Path, table: str, scale: str, cell: registry.Cell, seed: int,
+            variant: str | None = None) -> pathlib.Path:
+    return registry.run_dir(runs, table, scale, cell.row, cell.column, seed, variant)
+
+
+def sweep_points(sweeps: list[str]) -> list[tuple[str | None, list[str]]]:
+    """--sweep KEY=V1,V2 (repeatable) -> [(variant label, its overrides)], the cartesian product;
+    [(None, [])] without a sweep. A group key (sam=..., model=...) cannot be swept here."""
+    import itertools
+
+    axes = []
+    for sweep in sweeps:
+        key, sep, values = sweep.partition("=")
+        if not sep or not values or key.split(".")[0] == key:
+            raise ValueError(f"--sweep {sweep!r}: need KEY=V1,V2,... with a dotted key such as "
+                             "sam.alpha=0.05,0.1,0.2")
+        axes.append([f"{key}={v}" for v in values.split(",")])
+    return [(",".join(point), list(point)) if point else (None, [])
+            for point in itertools.product(*axes)]
 
 
 def completed(path: pathlib.Path) -> bool:
@@ -47,10 +64,14 @@ def completed(path: pathlib.Path) -> bool:
         return False
 
 
-def cell_config(table: registry.Table, cell: registry.Cell, seed: int) -> str:
-    """The cell as a global config: group overrides in the defaults list, values below."""
+def cell_config(table: registry.Table, cell: registry.Cell, seed: int, variant: str | None = None,
+                extra: tuple[str, ...] = ()) -> str:
+    """The cell as a global config: group overrides in the defaults list, values below; `extra`:
+    a sweep point's overrides on top of the cell's."""
     defaults, values = [], {"table": table.id, "cell": cell.id, "trainer": {"seed": seed}}
-    for override in cell.overrides:
+    if variant:
+        values["variant"] = variant
+    for override in registry.merge_overrides(cell.overrides, extra):
         key, _, value = override.partition("=")
         if key in GROUPS:
             defaults.append({f"override /{key}": value})
@@ -113,28 +134,33 @@ def cmd_run(args) -> int:
     runs = pathlib.Path(args.runs).resolve()
     seeds = args.seeds or table.seeds
     cells = [table.cell(c) for c in args.cells] if args.cells else list(table.cells)
-    pending = [(c, s) for c in cells for s in range(seeds)
-               if not completed(run_dir(runs, table.id, args.scale, c, s))]
-    done = len(cells) * seeds - len(pending)
-    print(f"{table.id} at scale={args.scale}: {len(cells)} cells x {seeds} seed(s); "
-          f"{done} completed, {len(pending)} to run", flush=True)
+    points = sweep_points(args.sweep)
+    pending = [(c, s, v, extra) for c in cells for v, extra in points for s in range(seeds)
+               if not completed(run_dir(runs, table.id, args.scale, c, s, v))]
+    total = len(cells) * seeds * len(points)
+    sweep_text = f" x {len(points)} sweep point(s)" if args.sweep else ""
+    print(f"{table.id} at scale={args.scale}: {len(cells)} cells{sweep_text} x {seeds} seed(s); "
+          f"{total - len(pending)} completed, {len(pending)} to run", flush=True)
     if pending:
         shared = runs / table.id / args.scale
         local = pathlib.Path(tempfile.mkdtemp(prefix="reproduce-")) if secondary_worker() else None
         gen = (local or shared) / ".cells"
         (gen / "reproduce_cell").mkdir(parents=True, exist_ok=True)
         names = []
-        for cell, seed in pending:
-            name = f"{cell.row}__{cell.column}__seed{seed}"
-            (gen / "reproduce_cell" / f"{name}.yaml").write_text(cell_config(table, cell, seed))
+        for i, (cell, seed, variant, extra) in enumerate(pending):
+            name = f"{cell.row}__{cell.column}__seed{seed}" + (f"__point{i}" if variant else "")
+            (gen / "reproduce_cell" / f"{name}.yaml").write_text(
+                cell_config(table, cell, seed, variant, tuple(extra)))
             names.append(name)
+        # registry.run_dir's layout, as Hydra interpolations of each job's config.
+        layout = "${cell}/" + ("${variant}/" if args.sweep else "") + "seed${trainer.seed}"
         command = [sys.executable, "-m", "looksam.train", "-m", f"+reproduce_cell={','.join(names)}",
                    f"scale={args.scale}", f"logger.group={table.id}",
                    f"hydra.searchpath=[file://{gen}]",
                    f"hydra.sweep.dir={local or shared}",
-                   "hydra.sweep.subdir=${cell}/seed${trainer.seed}"]
+                   f"hydra.sweep.subdir={layout}"]
         if local:
-            command.append(f"trainer.workdir={shared}/${{cell}}/seed${{trainer.seed}}")
+            command.append(f"trainer.workdir={shared}/{layout}")
         if args.launcher != "basic":
             command.append(f"hydra/launcher={args.launcher}")
         if args.wandb:
@@ -148,6 +174,10 @@ def cmd_run(args) -> int:
             print(f"the sweep exited with {code}; rendering what finished", flush=True)
     if args.dry_run or args.no_render:
         return 0
+    if args.sweep:
+        where = runs / table.id / args.scale
+        print(f"a sweep's points are not table cells: see them with\n  python -m results sweep {where}")
+        return 0
     return subprocess.call([sys.executable, "-m", "results", "render", table.id, "--runs", str(runs),
                             "--scale", args.scale, "--out", args.out])
 
@@ -159,7 +189,7 @@ def main(argv=None) -> int:
     sub.add_parser("list", help="every table with its cell count, paper hardware/time, estimates")
     r = sub.add_parser("run", help="run a table's pending cells, then render it")
     r.add_argument("table", choices=registry.names())
-    r.add_argument("--scale", default="paper", choices=["paper", "cpu", "smoke"])
+    r.add_argument("--scale", default="paper", choices=registry.scale_names())
     r.add_argument("--seeds", type=int, default=None, help="default: the paper's (ESAM: 3)")
     r.add_argument("--launcher", default="basic",
                    help="Hydra launcher: basic, submitit_slurm, submitit_local, or slurm (configs/)")
@@ -168,12 +198,22 @@ def main(argv=None) -> int:
     r.add_argument("--out", default="results", help="where rendered tables and figures go")
     r.add_argument("--cells", nargs="+", action="extend", default=None,
                    help="only these row/column cells")
+    r.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="run every chosen cell at each value (repeatable: the product), each point "
+                        "in its own run folder <cell>/<KEY=V>/seed<k>; e.g. --sweep sam.alpha=0.1,0.2")
     r.add_argument("--dry-run", action="store_true", help="print the sweep command only")
     r.add_argument("--no-render", action="store_true")
     r.add_argument("-o", "--override", dest="overrides", action="append", default=[],
                    help="an extra Hydra override for every cell (repeatable), e.g. -o data.data_dir=DIR")
     args = p.parse_args(argv)
-    return cmd_list(args) if args.command == "list" else cmd_run(args)
+    if args.command == "list":
+        return cmd_list(args)
+    try:
+        return cmd_run(args)
+    except (ValueError, KeyError) as e:  # a bad --sweep or cell id: one line that names the fix
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,6 +27,22 @@ File format (reproduce/tables/<id>.yaml):
     skip: [resnet50/sam10]             # optional: cells the paper leaves empty and we do not run
     plot: {...}                        # figures: how results/ draws it
     notes: [...]                       # choices where the paper is inconsistent or silent
+    claims:                            # the paper's statements about the table, as comparisons
+      - id: looksam5_matches_sam       # unique in the file
+        quote: "..."                   # the paper's sentence, verbatim
+        section: Section 4.2           # where it is
+        axis: column                   # column: lhs/rhs are column ids, checked in every row;
+        lhs: looksam5                  #   row: row ids, checked in every column
+        op: "~"                        # ">", ">=" or "~" (results/claims.py holds the rule)
+        rhs: sam
+        metric: best_test_accuracy     # one of the table's metric keys
+        factor: 1.4                    # optional: lhs against factor * rhs
+        tolerance: 0.005               # "~" only, in the metric's raw units, with
+        tolerance_reason: ...          #   its reason
+        within: [resnet18]             # optional: only these ids of the other axis
+        by_design: ...                 # optional: why our design cannot meet it
+        paper_note: ...                # needed when the paper's own numbers break it
+    claims_reason: ...                 # with `claims: []`: why there is nothing to check
 
 A metric `kind` is accuracy (higher is better, shown x `scale`), time (seconds, lower is better;
 shown with its ratio to the base column) or throughput (images/s; ratio to the base column).
@@ -41,6 +57,20 @@ from typing import Any
 import yaml
 
 TABLES_DIR = pathlib.Path(__file__).resolve().parent / "tables"
+SCALES_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "scale"
+
+
+def scale_names() -> list[str]:
+    """The scale presets the trainer accepts (configs/scale/*.yaml): a new file is a new scale."""
+    return sorted(p.stem for p in SCALES_DIR.glob("*.yaml"))
+
+
+def run_dir(runs, table: str, scale: str, row: str, column: str, seed: int,
+            variant: str | None = None) -> pathlib.Path:
+    """The one layout of a cell's run: <runs>/<table>/<scale>/<row>/<column>/seed<k>, and of a
+    sweep's point of it: .../<column>/<variant>/seed<k> (variant e.g. "sam.alpha=0.2")."""
+    cell = pathlib.Path(runs) / table / scale / row / column
+    return (cell / variant if variant else cell) / f"seed{seed}"
 METRIC_KINDS = ("accuracy", "time", "throughput")
 
 
@@ -65,6 +95,99 @@ class Cell:
         return f"{self.row}/{self.column}"
 
 
+CLAIM_OPS = (">", ">=", "~")
+CLAIM_AXES = ("column", "row")
+CLAIM_KEYS = {"id", "quote", "section", "axis", "lhs", "op", "rhs", "metric", "factor", "tolerance",
+              "tolerance_reason", "within", "by_design", "paper_note"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """'lhs op factor * rhs' on `metric`, for each pair of cells (lhs, x) and (rhs, x)."""
+
+    id: str
+    quote: str
+    section: str
+    axis: str  # column: lhs/rhs are columns, x runs over rows; row: the other way round
+    lhs: str
+    op: str
+    rhs: str
+    metric: str
+    factor: float = 1.0
+    tolerance: float | None = None
+    tolerance_reason: str | None = None
+    within: tuple[str, ...] | None = None
+    by_design: str | None = None
+    paper_note: str | None = None
+
+    def pairs(self, table) -> list[tuple[str, Cell, Cell]]:
+        """(x, lhs cell, rhs cell) for every x of the other axis where both cells exist."""
+        cells = {c.id: c for c in table.cells}
+        others = [r["id"] for r in (table.rows if self.axis == "column" else table.columns)]
+        out = []
+        for x in others:
+            if self.within is not None and x not in self.within:
+                continue
+            ids = ([f"{x}/{self.lhs}", f"{x}/{self.rhs}"] if self.axis == "column"
+                   else [f"{self.lhs}/{x}", f"{self.rhs}/{x}"])
+            if all(i in cells for i in ids):
+                out.append((x, cells[ids[0]], cells[ids[1]]))
+        return out
+
+
+def _claim(raw, metrics, rows, columns, where) -> Claim:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: a claim is a mapping; got {raw!r}")
+    where = f"{where} claim {raw.get('id')!r}"
+    unknown = set(raw) - CLAIM_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; allowed {sorted(CLAIM_KEYS)}")
+    missing = {"id", "quote", "section", "axis", "lhs", "op", "rhs", "metric"} - set(raw)
+    if missing:
+        raise ValueError(f"{where}: missing {sorted(missing)}")
+    if raw["axis"] not in CLAIM_AXES:
+        raise ValueError(f"{where}: axis {raw['axis']!r}; one of {CLAIM_AXES}")
+    if raw["op"] not in CLAIM_OPS:
+        raise ValueError(f"{where}: unknown operator {raw['op']!r}; one of {CLAIM_OPS}")
+    if raw["metric"] not in {m.key for m in metrics}:
+        raise ValueError(f"{where}: unknown metric {raw['metric']!r}; the table's metrics are "
+                         f"{[m.key for m in metrics]}")
+    ids, others = ((columns, rows) if raw["axis"] == "column" else (rows, columns))
+    ids, others = [i["id"] for i in ids], [i["id"] for i in others]
+    for side in ("lhs", "rhs"):
+        if raw[side] not in ids:
+            raise ValueError(f"{where}: unknown cell {side}={raw[side]!r}: no {raw['axis']} with "
+                             f"that id; choose one of {ids}")
+    bad = sorted(set(raw.get("within") or []) - set(others))
+    if bad:
+        raise ValueError(f"{where}: unknown cell(s) in within: {bad}; choose from {others}")
+    if (raw["op"] == "~") != ("tolerance" in raw):
+        raise ValueError(f"{where}: a tolerance goes with '~' and only with it")
+    if "tolerance" in raw and (not raw.get("tolerance_reason") or float(raw["tolerance"]) < 0):
+        raise ValueError(f"{where}: a tolerance needs a non-negative value and tolerance_reason")
+    return Claim(id=str(raw["id"]), quote=str(raw["quote"]), section=str(raw["section"]),
+                 axis=raw["axis"], lhs=raw["lhs"], op=raw["op"], rhs=raw["rhs"],
+                 metric=raw["metric"], factor=float(raw.get("factor", 1.0)),
+                 tolerance=None if "tolerance" not in raw else float(raw["tolerance"]),
+                 tolerance_reason=raw.get("tolerance_reason"),
+                 within=None if raw.get("within") is None else tuple(raw["within"]),
+                 by_design=raw.get("by_design"), paper_note=raw.get("paper_note"))
+
+
+def _claims(raw, metrics, rows, columns, where) -> tuple[Claim, ...]:
+    if "claims" not in raw:
+        raise ValueError(f"{where}: no `claims:`; list the paper's statements about the table, or "
+                         "write `claims: []` with a one-line `claims_reason:`")
+    items = raw["claims"] or []
+    if not items and not raw.get("claims_reason"):
+        raise ValueError(f"{where}: `claims: []` needs a one-line `claims_reason:`")
+    claims = tuple(_claim(c, metrics, rows, columns, where) for c in items)
+    ids = [c.id for c in claims]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{where}: claim ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    return claims
+
+
 @dataclasses.dataclass(frozen=True)
 class Table:
     id: str
@@ -84,12 +207,15 @@ class Table:
     cells: tuple[Cell, ...]
     plot: dict
     notes: tuple[str, ...]
+    claims: tuple[Claim, ...] = ()
+    claims_reason: str | None = None
 
     def cell(self, cell_id: str) -> Cell:
         for c in self.cells:
             if c.id == cell_id:
                 return c
-        raise KeyError(f"{self.id} has no cell {cell_id!r}")
+        raise KeyError(f"{self.id} has no cell {cell_id!r}; its cells are "
+                       + ", ".join(c.id for c in self.cells))
 
     def label(self, axis: str, item_id: str) -> str:
         items = self.rows if axis == "row" else self.columns
@@ -167,7 +293,9 @@ def load(table_id: str, directory: pathlib.Path = TABLES_DIR) -> Table:
                  paper_time=raw.get("paper_time", "not stated"), seeds=int(raw.get("seeds", 1)),
                  base_column=base, metrics=metrics, overrides=tuple(raw.get("overrides", [])),
                  rows=rows, columns=columns, cells=tuple(cells), plot=raw.get("plot") or {},
-                 notes=tuple(raw.get("notes") or []))
+                 notes=tuple(raw.get("notes") or []),
+                 claims=_claims(raw, metrics, rows, columns, where),
+                 claims_reason=raw.get("claims_reason"))
 
 
 def merge_overrides(*lists) -> tuple[str, ...]:

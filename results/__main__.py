@@ -3,6 +3,13 @@
     python -m results render looksam_iclr_cifar10 --runs runs --scale cpu [--out results/]
     python -m results render all --wandb ENTITY/PROJECT --scale paper
     python -m results list
+    python -m results claims looksam_iclr_cifar10 --scale afternoon [--runs DIR] [--strict]
+    python -m results record looksam_iclr_cifar10 --runs runs/evidence --scale afternoon
+    python -m results sweep runs/evidence/looksam_iclr_cifar10/afternoon/resnet18/looksam5
+
+`claims` prints a table's claim checks from the committed evidence (evidence/) unless --runs
+names a runs folder; --strict exits 1 when a claim fails. `record` copies a runs folder's
+completed runs into evidence/ (results/evidence.py).
 """
 
 from __future__ import annotations
@@ -13,12 +20,13 @@ import pathlib
 import sys
 
 from reproduce import registry
-from results import collect, render
+from results import claims, collect, evidence, render, sweep
 
 
 def _render(args) -> int:
     tables_dir = pathlib.Path(args.tables)
     ids = registry.names(tables_dir) if args.table == ["all"] else args.table
+    kept = 0
     for table_id in ids:
         table = registry.load(table_id, tables_dir)
         if args.wandb:
@@ -34,10 +42,53 @@ def _render(args) -> int:
         except RuntimeError as e:  # wandb unreachable: one line, no traceback
             print(f"error: {e}", file=sys.stderr)
             return 1
-        paths = render.write(table, results, args.scale, source, args.out, runs_dir=runs_dir,
-                             tables_dir=tables_dir, results_for=results_for)
+        try:
+            paths = render.write(table, results, args.scale, source, args.out, runs_dir=runs_dir,
+                                 tables_dir=tables_dir, results_for=results_for)
+        except render.FewerSeeds as e:
+            print(f"error: {e}", file=sys.stderr)
+            kept += 1
+            continue
         print(paths["md"].read_text())
         print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 1 if kept else 0
+
+
+def _claims(args) -> int:
+    table = registry.load(args.table, pathlib.Path(args.tables))
+    runs = args.runs or evidence.EVIDENCE_DIR
+    results = collect.collect(table, runs, args.scale)
+    checks = claims.check_table(table, results)
+    source = "the committed evidence" if args.runs is None else f"runs folder {args.runs}"
+    print(f"{render.title(table)} at scale {args.scale}, from {source}: "
+          f"{claims.summary_line(checks)}")
+    if not table.claims:
+        print(f"no claims: {table.claims_reason}")
+    for row in render.claim_rows(table, results):
+        print("  " + " | ".join(row))
+    bad = claims.failed(checks)
+    if args.strict and bad:
+        print(f"{len(bad)} check(s) fail: " + ", ".join(f"{c.claim.id} at {c.at}" for c in bad),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _record(args) -> int:
+    for line in evidence.record(args.table, args.runs, args.scale, into=args.into,
+                                replace=args.replace):
+        print(line)
+    return 0
+
+
+def _sweep(args) -> int:
+    text = sweep.markdown(args.directory)
+    print(text)
+    out = pathlib.Path(args.out or args.directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.md").write_text(text)
+    png = sweep.heatmap(args.directory, out / "sweep.png")
+    print(f"wrote {out / 'sweep.md'}" + (f", {png}" if png else ""), file=sys.stderr)
     return 0
 
 
@@ -58,11 +109,29 @@ def main(argv=None) -> int:
     r.add_argument("--runs", default=os.environ.get("LOOKSAM_RUNS", "runs"),
                    help="runs directory: <runs>/<table>/<scale>/<row>/<column>/seed<k>/ "
                         "(default: $LOOKSAM_RUNS, else runs)")
-    r.add_argument("--scale", default="cpu", choices=("paper", "cpu", "smoke"))
+    r.add_argument("--scale", default="cpu", choices=registry.scale_names())
     r.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read run summaries from wandb instead")
     r.add_argument("--out", default="results", help="output directory (default: results/)")
     r.set_defaults(fn=_render)
     sub.add_parser("list", help="list the registry's tables and figures").set_defaults(fn=_list)
+    c = sub.add_parser("claims", help="check a table's claims (committed evidence by default)")
+    c.add_argument("table", choices=registry.names())
+    c.add_argument("--scale", default="cpu", choices=registry.scale_names())
+    c.add_argument("--runs", default=None, help="a runs folder instead of the committed evidence")
+    c.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
+    c.set_defaults(fn=_claims)
+    sw = sub.add_parser("sweep", help="render a multirun over its swept keys (table; heatmap for two)")
+    sw.add_argument("directory", help="a folder of jobs (any depth), e.g. a reproduce --sweep runs folder")
+    sw.add_argument("--out", default=None, help="where sweep.md and sweep.png go (default: the folder)")
+    sw.set_defaults(fn=_sweep)
+    rec = sub.add_parser("record", help="copy a runs folder's completed runs into the evidence store")
+    rec.add_argument("table", choices=registry.names())
+    rec.add_argument("--runs", required=True, help="the runs folder (e.g. runs/evidence)")
+    rec.add_argument("--scale", required=True, choices=registry.scale_names())
+    rec.add_argument("--into", default=str(evidence.EVIDENCE_DIR), help="default: evidence/")
+    rec.add_argument("--replace", action="store_true",
+                     help="overwrite a recorded summary that differs (default: keep it)")
+    rec.set_defaults(fn=_record)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from reproduce import registry
+
 STATUSES = ("completed", "diverged", "failed", "preempted", "running", "missing")
 # Aggregate status of a cell: completed only when every seed is; otherwise the worst seed's.
 WORST_FIRST = ("failed", "diverged", "preempted", "running", "missing")
@@ -118,11 +120,10 @@ def read_seed(seed_dir: pathlib.Path) -> tuple[str, dict | None]:
 
 def collect(table, runs_dir, scale: str = "cpu") -> dict[str, CellResult]:
     """Cell id -> CellResult for every cell of `table`, from `<runs_dir>/<table>/<scale>/...`."""
-    root = pathlib.Path(runs_dir) / table.id / scale
     keys = metric_keys(table)
     results = {}
     for cell in table.cells:
-        cell_dir = root / cell.row / cell.column
+        cell_dir = registry.run_dir(runs_dir, table.id, scale, cell.row, cell.column, 0).parent
         seed_dirs = sorted((p for p in cell_dir.glob("seed*") if p.is_dir()), key=_seed_order)
         results[cell.id] = cell_result({p.name: read_seed(p) for p in seed_dirs}, keys)
     return results

@@ -47,6 +47,7 @@ import textwrap
 import yaml
 from matplotlib.figure import Figure
 
+from reproduce import registry
 from results import collect as collect_lib
 from results import render
 
@@ -342,7 +343,7 @@ def read_scalars(run_dir, tags) -> dict[str, list[tuple[int, float]]]:
 def _first_seed_dir(runs_dir, table, scale, cell):
     if runs_dir is None:
         return None
-    cell_dir = pathlib.Path(runs_dir) / table.id / scale / cell.row / cell.column
+    cell_dir = registry.run_dir(runs_dir, table.id, scale, cell.row, cell.column, 0).parent
     seeds = sorted(p for p in cell_dir.glob("seed*") if p.is_dir())
     return seeds[0] if seeds else None
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 import pathlib
 import re
 
 import yaml
 
+from results import claims as claims_lib
 from results import collect as collect_lib
 
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -290,6 +292,71 @@ def cost_caption(table) -> str:
             "passes per step (a forward alone counts 1/3).")
 
 
+# ---- claims -----------------------------------------------------------------------------------
+
+CLAIM_HEAD = ["Claim", "Where", "Paper (lhs, rhs)", "Ours lhs", "Ours rhs", "d (ours)", "Verdict"]
+
+
+def claim_expression(table, claim) -> str:
+    axis = "column" if claim.axis == "column" else "row"
+    lhs, rhs = table.label(axis, claim.lhs), table.label(axis, claim.rhs)
+    factor = "" if claim.factor == 1.0 else f"{claim.factor:g} × "
+    metric = claims_lib.metric_of(table, claim)
+    tol = ("" if claim.tolerance is None
+           else f" (tolerance {fmt(claim.tolerance * metric.scale, metric_spec(metric))})")
+    return f"{claim.id}: {lhs} {claim.op} {factor}{rhs}{tol}"
+
+
+def _ours_values(values, metric) -> str:
+    if not values:
+        return "missing"
+    spec = metric_spec(metric)
+    mean = sum(values) / len(values) * metric.scale
+    if len(values) < 2:
+        return f"{fmt(mean, spec)} (n=1)"
+    sd = claims_lib.standard_error(values) * math.sqrt(len(values)) * metric.scale
+    return f"{fmt(mean, spec)} ± {fmt(sd, spec)} (n={len(values)})"
+
+
+def claim_rows(table, results) -> list[list[str]]:
+    """One row per claim and pair of cells, as plain text (every output format escapes it)."""
+    rows = []
+    for c in claims_lib.check_table(table, results):
+        metric = claims_lib.metric_of(table, c.claim)
+        spec = metric_spec(metric)
+        other = "row" if c.claim.axis == "column" else "column"
+        paper = ", ".join(fmt(None if v is None else v * metric.scale, spec) for v in c.paper)
+        paper += f" ({c.paper_verdict})" if c.paper_verdict != claims_lib.HOLDS else ""
+        ours = [_ours_values(v, metric) for v in c.ours]
+        for i, source in enumerate(c.sources):
+            if source:
+                ours[i] += f" from {source}"
+        d = "" if c.d is None else fmt(c.d * metric.scale, "+" + spec.lstrip("+"))
+        if c.se is not None:
+            d += f" ± {fmt(2 * c.se * metric.scale, spec.lstrip('+'))} (2 SE)"
+        rows.append([claim_expression(table, c.claim), table.label(other, c.at), paper, *ours, d,
+                     c.verdict])
+    return rows
+
+
+def claim_notes(table) -> list[str]:
+    """Each claim's sentence, and what the table says about it."""
+    lines = []
+    for claim in table.claims:
+        text = f"{claim.id} ({claim.section}): \u201c{' '.join(claim.quote.split())}\u201d"
+        for label, extra in (("tolerance", claim.tolerance_reason), ("by design", claim.by_design),
+                             ("paper", claim.paper_note)):
+            if extra:
+                text += f" [{label}: {' '.join(extra.split())}]"
+        lines.append(text)
+    return lines
+
+
+CLAIMS_LEGEND = ("d = mean(ours, lhs) − factor × mean(ours, rhs) on the final test accuracy "
+                 "(time and throughput: the metric itself); ± is the sample std over seeds, and "
+                 "the verdict rule (results/claims.py) is d against 2 standard errors.")
+
+
 # ---- header, status and notes ------------------------------------------------------------------
 
 def title(table) -> str:
@@ -358,6 +425,15 @@ def markdown_grid(table, results) -> list[str]:
     return _md_table(head, rows)
 
 
+def markdown_claims(table, results) -> list[str]:
+    if not table.claims:
+        return ["## Claims", "", f"None to check: {_md(table.claims_reason or '')}", ""]
+    checks = claims_lib.check_table(table, results)
+    lines = ["## Claims", "", f"{claims_lib.summary_line(checks)}. {CLAIMS_LEGEND}", ""]
+    lines += _md_table(CLAIM_HEAD, [[_md(x) for x in row] for row in claim_rows(table, results)])
+    return lines + [""] + [f"- {_md(x)}" for x in claim_notes(table)] + [""]
+
+
 def markdown(table, results, scale: str, source: str, images: tuple[str, ...] = ()) -> str:
     lines = [f"# {title(table)}", ""]
     lines += [line + "  " for line in header_lines(table, results, scale, source)] + [""]
@@ -370,6 +446,7 @@ def markdown(table, results, scale: str, source: str, images: tuple[str, ...] = 
         lines += ["## Cost relative to the base column", "", cost_caption(table), ""]
         lines += _md_table(["Method", "paper", "measured", "ideal (spec)"],
                            [[_md(x) for x in row] for row in costs]) + [""]
+    lines += markdown_claims(table, results)
     failed = incomplete(table, results)
     if failed:
         lines += ["## Runs not completed", ""] + [f"- {_md(x)}" for x in failed] + [""]
@@ -418,6 +495,12 @@ def latex(table, results, scale: str) -> str:
                   r"Method & paper & measured & ideal (spec) \\", r"\midrule"]
         lines += [" & ".join(tex_escape(x) for x in row) + r" \\" for row in costs]
         lines += [r"\bottomrule", r"\end{tabular}"]
+    rows = claim_rows(table, results)
+    if rows:
+        lines += ["", "% Claims: " + CLAIMS_LEGEND, r"\begin{tabular}{lllllll}", r"\toprule",
+                  " & ".join(tex_escape(h) for h in CLAIM_HEAD) + r" \\", r"\midrule"]
+        lines += [" & ".join(tex_escape(x) for x in row) + r" \\" for row in rows]
+        lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
@@ -447,6 +530,15 @@ def html_page(table, results, scale: str, source: str) -> str:
         lines += ["<h2>Cost relative to the base column</h2>", f"<p>{e(cost_caption(table))}</p>"]
         lines += _html_table(["Method", "paper", "measured", "ideal (spec)"],
                              [[e(x) for x in row] for row in costs])
+    lines.append("<h2>Claims</h2>")
+    if table.claims:
+        checks = claims_lib.check_table(table, results)
+        lines.append(f"<p>{e(claims_lib.summary_line(checks))}. {e(CLAIMS_LEGEND)}</p>")
+        lines += _html_table([e(h) for h in CLAIM_HEAD],
+                             [[e(x) for x in row] for row in claim_rows(table, results)])
+        lines += ["<ul>"] + [f"<li>{e(x)}</li>" for x in claim_notes(table)] + ["</ul>"]
+    else:
+        lines.append(f"<p>None to check: {e(table.claims_reason or '')}</p>")
     if table.notes:
         lines += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{e(' '.join(n.split()))}</li>" for n in table.notes]
         lines.append("</ul>")
@@ -454,6 +546,30 @@ def html_page(table, results, scale: str, source: str) -> str:
 
 
 # ---- files ------------------------------------------------------------------------------------
+
+SEEDS_MARK = "<!-- completed seeds: "
+
+
+class FewerSeeds(ValueError):
+    """A render would replace one made from more completed seeds."""
+
+
+def completed_seeds(results) -> int:
+    return sum(r.n_completed for r in results.values())
+
+
+def rendered_seeds(path: pathlib.Path) -> int | None:
+    """The completed seeds an existing Markdown render shows (None: no render there). A render
+    from before this mark counts its "N completed" cells as one seed each."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    if text.startswith(SEEDS_MARK):
+        return int(text[len(SEEDS_MARK):].split(" ", 1)[0])
+    match = re.search(r"cells: (\d+) completed", text)
+    return int(match.group(1)) if match else 0
+
 
 def write(table, results, scale: str, source: str, out, runs_dir=None, tables_dir=None,
           results_for=None) -> dict[str, pathlib.Path]:
@@ -464,6 +580,12 @@ def write(table, results, scale: str, source: str, out, runs_dir=None, tables_di
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{table.id}_{scale}"
     paths: dict[str, pathlib.Path] = {}
+    seeds = completed_seeds(results)
+    before = rendered_seeds(out / f"{stem}.md")
+    if before is not None and before > seeds:
+        # A render of more evidence (e.g. the committed one) outlives a rerun from less.
+        raise FewerSeeds(f"{out / stem}.md renders {before} completed seed(s); these results have "
+                         f"{seeds}: kept it (render into another --out to see them)")
     images: tuple[str, ...] = ()
     if table.kind == "figure":
         from results import figures
@@ -473,7 +595,7 @@ def write(table, results, scale: str, source: str, out, runs_dir=None, tables_di
         paths.update(drawn)
         images = tuple(p.name for suffix, p in drawn.items() if suffix == "png")
     paths["md"] = out / f"{stem}.md"
-    paths["md"].write_text(markdown(table, results, scale, source, images))
+    paths["md"].write_text(f"{SEEDS_MARK}{seeds} -->\n" + markdown(table, results, scale, source, images))
     if table.kind != "figure":
         paths["tex"] = out / f"{stem}.tex"
         paths["tex"].write_text(latex(table, results, scale))

@@ -1,0 +1,139 @@
+"""The verdict rule for a paper's claims (reproduce/tables/*.yaml `claims:`), the one place it lives.
+
+A claim says `lhs op factor * rhs` on a metric, for every pair of cells it covers. With
+d = mean(lhs) - factor * mean(rhs) over the completed seeds and SE its standard error (sample std,
+ddof 1, of each side; the two sides unpaired: SE^2 = s_l^2 / n_l + factor^2 s_r^2 / n_r):
+
+    >   holds if d - 2 SE > 0,  fails if d + 2 SE < 0,  otherwise within noise
+    >=  holds if d - 2 SE >= 0, fails if d + 2 SE < 0,  otherwise within noise
+    ~   holds if |d| + 2 SE <= tolerance, fails if |d| - 2 SE > tolerance, otherwise within noise
+
+`missing` when a side has no completed seed. With a single seed on a side there is no SE: the point
+values decide, and the verdict says so ("holds, 1 seed"). A claim our design cannot meet (its
+`by_design` says why) that fails renders as "fails (by design)".
+
+Accuracy claims are judged on the final test accuracy (the value at the end of training, not the
+best over evaluations, which would pick on the test set); time and throughput on the metric itself.
+The paper's own printed values pass through the same rule as single points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+HOLDS, FAILS, NOISE, MISSING = "holds", "fails", "within noise", "missing"
+# Ours, per metric kind: accuracy verdicts never read a value selected on the test set.
+OURS_KEY = {"accuracy": "final_test_accuracy"}
+
+
+def standard_error(values: Sequence[float]) -> float | None:
+    """Standard error of the mean (sample std, ddof 1); None for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def verdict(op: str, lhs: Sequence[float], rhs: Sequence[float], factor: float = 1.0,
+            tolerance: float | None = None) -> tuple[str, float | None, float | None]:
+    """(verdict, d, SE) for `lhs op factor * rhs`; SE None where a side has a single seed."""
+    if not lhs or not rhs:
+        return MISSING, None, None
+    d = sum(lhs) / len(lhs) - factor * sum(rhs) / len(rhs)
+    se_l, se_r = standard_error(lhs), standard_error(rhs)
+    if se_l is None or se_r is None:
+        ok = {">": d > 0, ">=": d >= 0, "~": abs(d) <= (tolerance or 0.0)}[op]
+        return f"{HOLDS if ok else FAILS}, 1 seed", d, None
+    se = math.sqrt(se_l**2 + factor**2 * se_r**2)
+    if op == "~":
+        if abs(d) + 2 * se <= tolerance:
+            return HOLDS, d, se
+        return (FAILS if abs(d) - 2 * se > tolerance else NOISE), d, se
+    if (d - 2 * se > 0) if op == ">" else (d - 2 * se >= 0):
+        return HOLDS, d, se
+    return (FAILS if d + 2 * se < 0 else NOISE), d, se
+
+
+def shown(claim, result: str) -> str:
+    """The verdict as rendered: a failure the design explains says so."""
+    if claim.by_design and result.startswith(FAILS):
+        return f"{FAILS} (by design)" + result[len(FAILS):]
+    return result
+
+
+def metric_of(table, claim):
+    return next(m for m in table.metrics if m.key == claim.metric)
+
+
+def ours_key(table, claim) -> str:
+    return OURS_KEY.get(metric_of(table, claim).kind, claim.metric)
+
+
+def paper_point(cell, table, claim) -> float | None:
+    """The paper's printed value of `cell` on the claim's metric, in the metric's raw units."""
+    metric = metric_of(table, claim)
+    value = cell.paper[table.metrics.index(metric)]
+    if isinstance(value, Mapping):
+        value = value.get("mean")
+    return None if value is None else float(value) / metric.scale
+
+
+def evidence_source(result) -> str | None:
+    """The other table's cell a result's runs were recorded from (results/evidence.py)."""
+    origins = sorted({s["evidence_from"].rsplit("/seed", 1)[0] for s in getattr(result, "summaries", ())
+                      if s.get("evidence_from")})
+    return ", ".join(origins) or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One claim on one pair of cells: the paper's two values, ours, d and the verdict."""
+
+    claim: object  # registry.Claim
+    at: str  # the id on the other axis (a row for a column claim)
+    lhs_cell: str
+    rhs_cell: str
+    paper: tuple[float | None, float | None]  # raw units
+    paper_verdict: str
+    ours: tuple[tuple[float, ...], tuple[float, ...]]  # completed seeds' values, raw units
+    d: float | None
+    se: float | None
+    verdict: str  # as rendered (by design marked)
+    sources: tuple[str | None, str | None] = (None, None)  # where reused evidence came from
+
+
+def check_table(table, results: Mapping) -> list[Check]:
+    """Every claim of `table` on every pair of cells it covers, from collected CellResults."""
+    checks = []
+    for claim in table.claims:
+        key = ours_key(table, claim)
+        for at, lhs, rhs in claim.pairs(table):
+            paper = (paper_point(lhs, table, claim), paper_point(rhs, table, claim))
+            paper_verdict = (verdict(claim.op, [paper[0]], [paper[1]], claim.factor,
+                                     claim.tolerance)[0].split(",")[0]
+                             if None not in paper else MISSING)
+            values = []
+            for cell in (lhs, rhs):
+                result = results.get(cell.id)
+                values.append(tuple(result.values.get(key, [])) if result is not None else ())
+            result, d, se = verdict(claim.op, values[0], values[1], claim.factor, claim.tolerance)
+            sources = tuple(evidence_source(results.get(c.id)) for c in (lhs, rhs))
+            checks.append(Check(claim, at, lhs.id, rhs.id, paper, paper_verdict, tuple(values), d,
+                                se, shown(claim, result), sources))
+    return checks
+
+
+def summary_line(checks: Sequence[Check]) -> str:
+    counts: dict[str, int] = {}
+    for c in checks:
+        base = c.verdict.split(",")[0]
+        counts[base] = counts.get(base, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no claims"
+
+
+def failed(checks: Sequence[Check]) -> list[Check]:
+    """Checks whose evidence contradicts the claim (by-design failures included)."""
+    return [c for c in checks if c.verdict.startswith(FAILS)]

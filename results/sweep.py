@@ -1,0 +1,165 @@
+"""Renders any multirun over its swept keys: `python -m results sweep <dir>`.
+
+Every summary.json under <dir> is one job. The swept keys are the config keys whose values differ
+between jobs (the seed, labels and where a job ran aside). One key: a table of its values; two:
+a grid, plus a heatmap PNG. Each entry: mean ± sample std over trainer.seed of the validation
+accuracy (what a choice is made on) and of the final test accuracy, the number of completed seeds,
+and every job that failed or diverged, marked as such.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from collections.abc import Sequence
+
+from results.claims import standard_error
+
+IGNORED = ("trainer.seed", "table", "cell", "variant")
+METRICS = (("final_validation_accuracy", "validation"), ("final_test_accuracy", "test"))
+
+
+def load(directory) -> list[dict]:
+    jobs = []
+    for path in sorted(pathlib.Path(directory).rglob("summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            summary = {"status": "failed", "message": "unreadable summary.json"}
+        summary["_path"] = str(path.parent)
+        jobs.append(summary)
+    return jobs
+
+
+def _flat(job) -> dict:
+    from looksam import config
+
+    return config.flatten(job.get("config") or {})
+
+
+def swept_keys(jobs: Sequence[dict]) -> list[str]:
+    from looksam import config
+
+    flats = [_flat(j) for j in jobs if j.get("config")]
+    keys = set().union(*flats) if flats else set()
+    resumable = tuple(config.RESUMABLE)
+    out = []
+    for key in sorted(keys):
+        if key in IGNORED or any(key == k or key.startswith(k + ".") for k in resumable):
+            continue
+        if len({json.dumps(f.get(key), sort_keys=True) for f in flats}) > 1:
+            out.append(key)
+    return out
+
+
+def point(job, keys) -> tuple:
+    flat = _flat(job)
+    if not flat:  # a job that failed before its config resolved: its folder names the point
+        labels = dict(part.split("=", 1) for part in pathlib.Path(job["_path"]).parts if "=" in part)
+        return tuple(labels.get(k, "?") for k in keys)
+    return tuple(flat.get(k) for k in keys)
+
+
+def _stats(values) -> str:
+    if not values:
+        return "—"
+    mean = 100 * sum(values) / len(values)
+    se = standard_error(values)
+    sd = "" if se is None else f" ± {100 * se * math.sqrt(len(values)):.2f}"
+    return f"{mean:.2f}{sd}"
+
+
+def entries(jobs, keys) -> dict[tuple, dict]:
+    by_point: dict[tuple, dict] = {}
+    for job in jobs:
+        e = by_point.setdefault(point(job, keys), {"values": {k: [] for k, _ in METRICS},
+                                                   "completed": 0, "other": []})
+        status = job.get("status")
+        if status == "completed":
+            e["completed"] += 1
+            for key, _ in METRICS:
+                if isinstance(job.get(key), (int, float)):
+                    e["values"][key].append(float(job[key]))
+        else:
+            seed = (job.get("config") or {}).get("trainer", {}).get("seed", "?")
+            e["other"].append(f"seed{seed} {status}")
+    return by_point
+
+
+def text(e) -> str:
+    parts = [f"{label} {_stats(e['values'][key])}" for key, label in METRICS]
+    out = " · ".join(parts) + f" (n={e['completed']})"
+    return out + ("".join(f" ✗ {x}" for x in e["other"]) if e["other"] else "")
+
+
+def _show(value) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def markdown(directory, jobs=None) -> str:
+    jobs = load(directory) if jobs is None else jobs
+    if not jobs:
+        raise ValueError(f"no summary.json under {directory}: nothing to render")
+    keys = swept_keys(jobs)
+    by_point = entries(jobs, keys)
+    lines = [f"# Sweep: {directory}", "",
+             f"{len(jobs)} job(s); swept: {', '.join(keys) or 'nothing (one point)'}. Each entry: "
+             "final validation and test accuracy (%), mean ± sample std over seeds, n completed; "
+             "✗ marks a failed or diverged job.", ""]
+    if len(keys) == 2:
+        rows = sorted({p[0] for p in by_point}, key=_order)
+        cols = sorted({p[1] for p in by_point}, key=_order)
+        lines += [f"| {keys[0]} \\ {keys[1]} | " + " | ".join(_show(c) for c in cols) + " |",
+                  "|" + "---|" * (len(cols) + 1)]
+        for r in rows:
+            lines.append(f"| {_show(r)} | " + " | ".join(
+                text(by_point[(r, c)]) if (r, c) in by_point else "—" for c in cols) + " |")
+    else:
+        head = keys or ["point"]
+        lines += ["| " + " | ".join(head) + " | result |", "|" + "---|" * (len(head) + 1)]
+        for p in sorted(by_point, key=lambda p: tuple(_order(v) for v in p)):
+            lines.append("| " + " | ".join(_show(v) for v in (p or ("all",))) + f" | {text(by_point[p])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _order(value):
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def heatmap(directory, out: pathlib.Path, jobs=None, metric: str = "final_validation_accuracy"):
+    """Two swept keys: the mean of `metric` per point as a PNG; returns the path or None."""
+    jobs = load(directory) if jobs is None else jobs
+    keys = swept_keys(jobs)
+    if len(keys) != 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    by_point = entries(jobs, keys)
+    rows = sorted({p[0] for p in by_point}, key=_order)
+    cols = sorted({p[1] for p in by_point}, key=_order)
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for (r, c), e in by_point.items():
+        values = e["values"][metric]
+        if values:
+            grid[rows.index(r), cols.index(c)] = 100 * sum(values) / len(values)
+    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 2, 0.8 * len(rows) + 1.5))
+    im = ax.imshow(grid, cmap="viridis")
+    ax.set_xticks(range(len(cols)), [_show(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [_show(r) for r in rows])
+    ax.set_xlabel(keys[1])
+    ax.set_ylabel(keys[0])
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            ax.text(j, i, "✗" if np.isnan(grid[i, j]) else f"{grid[i, j]:.1f}", ha="center",
+                    va="center", color="w")
+    fig.colorbar(im, label=f"{metric} (%)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
