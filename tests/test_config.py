@@ -26,7 +26,7 @@ from looksam.data import pipeline
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 GROUPS = ("model", "data", "optimizer", "sam", "schedule", "trainer", "logger", "scale")
-SCALES = ("paper", "cpu", "smoke")
+SCALES = ("paper", "cpu", "smoke", "afternoon")
 
 
 def names(group, configs=CONFIGS):

@@ -142,6 +142,8 @@ paper:
   vit: [[79.8, 3434], [{{mean: 80.5, std: 0.1}}, 1717], [80.7, null]]
 plot: {plot}
 notes: [A note on the test table.]
+claims: []
+claims_reason: a test table
 """
 
 
