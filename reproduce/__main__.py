@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -39,6 +40,15 @@ SMOKE_SECONDS_PER_CELL = 20
 def run_dir(runs: pathlib.Path, table: str, scale: str, cell: registry.Cell, seed: int,
             variant: str | None = None) -> pathlib.Path:
     return registry.run_dir(runs, table, scale, cell.row, cell.column, seed, variant)
+
+
+def quoted(override: str) -> str:
+    """A forwarded override as Hydra's multirun parser reads it: a value with characters of its
+    grammar ([, ], %, commas...) quoted, so what works for one run works for a table."""
+    key, sep, value = override.partition("=")
+    if not sep or value[:1] in ("'", '"') or re.fullmatch(r"[\w.\-/+:@]*", value):
+        return override
+    return f"{key}='{value}'" if "'" not in value else f'{key}="{value}"'
 
 
 def sweep_points(sweeps: list[str]) -> list[tuple[str | None, list[str]]]:
@@ -165,21 +175,29 @@ def cmd_run(args) -> int:
             command.append(f"hydra/launcher={args.launcher}")
         if args.wandb:
             command.append(f"logger.wandb_mode={args.wandb}")
-        command += args.overrides
+        command += [quoted(o) for o in args.overrides]
         print("+ " + " ".join(shlex.quote(c) for c in command), flush=True)
         if args.dry_run:
             return 0
         code = subprocess.call(command)
         if code:
             print(f"the sweep exited with {code}; rendering what finished", flush=True)
-    if args.dry_run or args.no_render:
+    if args.dry_run:
         return 0
+    unfinished = [f"{c.id}{'/' + v if v else ''}/seed{s}" for c, s, v, _ in pending
+                  if not completed(run_dir(runs, table.id, args.scale, c, s, v))]
+    code = 0
     if args.sweep:
         where = runs / table.id / args.scale
         print(f"a sweep's points are not table cells: see them with\n  python -m results sweep {where}")
-        return 0
-    return subprocess.call([sys.executable, "-m", "results", "render", table.id, "--runs", str(runs),
-                            "--scale", args.scale, "--out", args.out])
+    elif not args.no_render:
+        code = subprocess.call([sys.executable, "-m", "results", "render", table.id, "--runs",
+                                str(runs), "--scale", args.scale, "--out", args.out])
+    if unfinished:  # what finished is rendered; the command still says that not all of it did
+        print(f"{len(unfinished)} run(s) did not complete: {', '.join(unfinished)} (their "
+              "summary.json says why; rerun the same command to retry only those)", file=sys.stderr)
+        return 1
+    return code
 
 
 def main(argv=None) -> int:

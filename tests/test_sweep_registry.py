@@ -116,3 +116,31 @@ def test_two_keys_grid_and_heatmap(tmp_path):
     assert results_cli.main(["sweep", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     png = tmp_path / "out" / "sweep.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("data.train_split=train[:10%]", "data.train_split='train[:10%]'"),
+    ("data.train_split='train[:10%]'", "data.train_split='train[:10%]'"),
+    ("data.data_dir=../shared/data/tfds", "data.data_dir=../shared/data/tfds"),
+    ("sam.alpha=0.2", "sam.alpha=0.2"),
+    ("model=cnn", "model=cnn"),
+])
+def test_forwarded_overrides_are_quoted_for_the_multirun(override, expected):
+    assert driver.quoted(override) == expected
+
+
+def test_a_run_that_did_not_complete_exits_non_zero_after_rendering(tmp_path):
+    """A cell that fails (k=0 is refused before compiling) is rendered as failed, and the command
+    exits 1 naming it; the quoted split reaches the job intact."""
+    out_dir = tmp_path / "out"
+    cmd = [sys.executable, "-m", "reproduce", "run", TABLE, "--scale", "smoke", "--runs",
+           str(tmp_path / "runs"), "--out", str(out_dir), "--cells", "resnet18/looksam5",
+           "--wandb", "disabled", "-o", "sam.k=0", "-o", "data.train_split=train[:50%]"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "1 run(s) did not complete: resnet18/looksam5/seed0" in out.stderr
+    summary = json.loads(registry.run_dir(tmp_path / "runs", TABLE, "smoke", "resnet18", "looksam5", 0)
+                         .joinpath("summary.json").read_text())
+    assert summary["status"] == "failed" and "k=0" in summary["message"]
+    assert summary["config"]["data"]["train_split"] == "train[:50%]"
+    assert "failed" in (out_dir / f"{TABLE}_smoke.md").read_text()
