@@ -8,7 +8,7 @@ TEST_ENV := JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=
 	TF_CPP_MIN_LOG_LEVEL=3 WANDB_MODE=disabled
 PYTEST_WORKERS ?= 2
 
-# Table reproduction (reproduce/tables/*.yaml is the registry): SCALE=paper|cpu|smoke,
+# Table reproduction (reproduce/tables/*.yaml is the registry): SCALE= a configs/scale/ name,
 # SEEDS= (default: the paper's), LAUNCHER=basic|submitit_slurm|submitit_local|slurm,
 # WANDB=online|offline|disabled, RUNS= (output root), OVERRIDES= (Hydra overrides for every
 # cell, e.g. OVERRIDES="data.data_dir=../shared/data/tfds"), CELLS= (row/column ids: only
@@ -78,4 +78,4 @@ reproduce-esam-table%: $(STAMP)
 reproduce-esam-figure%: $(STAMP)
 	$(REPRODUCE) esam_figure$*
 reproduce-all: $(STAMP)
-	set -e; for t in $(TABLES); do $(REPRODUCE) $$t; done
+	status=0; for t in $(TABLES); do $(REPRODUCE) $$t || status=1; done; exit $$status
