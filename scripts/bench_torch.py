@@ -314,7 +314,7 @@ def main(argv=None) -> int:
         ratio = statistics.median(o / t for o, t in zip(times[m]["ours"], times[m]["torch"], strict=True))
         rows[m] = {"ours_ms": 1e3 * statistics.median(times[m]["ours"]),
                    "torch_ms": 1e3 * statistics.median(times[m]["torch"]), "ours_over_torch": ratio}
-    print(f"\n| step | PyTorch ms | ours ms | ours / PyTorch (median of rounds) | PyTorch / its SGD | "
+    print("\n| step | PyTorch ms | ours ms | ours / PyTorch (median of rounds) | PyTorch / its SGD | "
           "ours / its SGD |\n|---|---:|---:|---:|---:|---:|")
     for m, row in rows.items():
         own = {k: row[f"{k}_ms"] / rows["sgd"][f"{k}_ms"] if "sgd" in rows else float("nan")
