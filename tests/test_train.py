@@ -254,7 +254,7 @@ def test_validation_split_must_not_overlap_training(tmp_path):
     if not (data / "cifar10").is_dir():
         pytest.skip(f"real CIFAR-10 not found at {data}")
     cfg = cfg_for(str(tmp_path), "scale=afternoon", f"data.data_dir={data}",
-                  "scale.validation_split='train[4000:6000]'")
-    with pytest.raises(ValueError, match=r"shares 1000 examples with data.train_split='train\[:5000\]'"):
+                  "scale.validation_split='train[2000:3000]'")
+    with pytest.raises(ValueError, match=r"shares 500 examples with data.train_split='train\[:2500\]'"):
         train.run(cfg, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
