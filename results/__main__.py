@@ -23,6 +23,16 @@ from reproduce import registry
 from results import claims, collect, evidence, render, sweep
 
 
+def portable_path(path) -> str:
+    """A path as a committed render may show it: relative to here when it lies below, else its
+    name alone (`reproduce run` passes an absolute runs folder)."""
+    p = pathlib.Path(path)
+    try:
+        return str(p.resolve().relative_to(pathlib.Path.cwd().resolve()))
+    except ValueError:
+        return p.name if p.is_absolute() else str(p)
+
+
 def _render(args) -> int:
     tables_dir = pathlib.Path(args.tables)
     ids = registry.names(tables_dir) if args.table == ["all"] else args.table
@@ -36,7 +46,7 @@ def _render(args) -> int:
         else:
             def results_for(t):
                 return collect.collect(t, args.runs, args.scale)
-            source, runs_dir = f"`{args.runs}`", args.runs
+            source, runs_dir = f"`{portable_path(args.runs)}`", args.runs
         try:
             results = results_for(table)
         except RuntimeError as e:  # wandb unreachable: one line, no traceback

@@ -210,7 +210,8 @@ def main(argv=None):
           f"{max(r['spread'] for r in rows):.1%}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(args=vars(args), jax=jax.__version__, devices=len(devices),
+            recorded = vars(args) | {"json": os.path.basename(args.json)}  # no machine path
+            json.dump(dict(args=recorded, jax=jax.__version__, devices=len(devices),
                            device_kind=devices[0].device_kind, rows=rows), f, indent=1)
 
 
