@@ -2,7 +2,10 @@
 
 Tracking must never end a training run: a wandb run that cannot start (no network, no key) is
 logged as a warning and the job goes on with TensorBoard and the console. Only the main process
-writes TensorBoard files and owns the wandb run; the others log to their console.
+writes TensorBoard files and owns the wandb run; the others log to their console. clu's writers
+and progress report need TensorFlow (its package imports the TF summary writer); where it is not
+installed (an accelerator machine with JAX only) a run goes on with console logging, without
+TensorBoard files or clu's steps/s scalars, and says so once.
 
     with tracking.Tracker(workdir, config, mode=None, project="looksam", ...) as tracker:
         tracker.scalars(step, {"train/loss": loss})
@@ -12,6 +15,8 @@ writes TensorBoard files and owns the wandb run; the others log to their console
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import netrc
 import os
 import urllib.parse
@@ -19,7 +24,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from absl import logging
-from clu import metric_writers
 
 MODES = ("online", "offline", "disabled")
 
@@ -63,8 +67,7 @@ class Tracker:
         self.status: str | None = None  # set by finish
         if is_main:
             os.makedirs(workdir, exist_ok=True)
-        self._writer = metric_writers.create_default_writer(
-            workdir, just_logging=not (is_main and tensorboard))
+        self._writer = _default_writer(workdir, just_logging=not (is_main and tensorboard))
         self._run = None
         # Carried over when wandb is off, so that the checkpoint still names the run to resume later.
         self.run_id: str | None = resume_id
@@ -124,6 +127,60 @@ class Tracker:
             fn(*args, **kwargs)
         except Exception as e:
             logging.warning("wandb %s failed: %s", getattr(fn, "__name__", fn), e)
+
+
+@functools.cache  # one warning per process
+def _clu_writers():
+    try:
+        from clu import metric_writers
+    except ImportError as e:  # clu.metric_writers imports TensorFlow
+        logging.warning("No TensorBoard files and no clu progress scalars: clu's metric writers "
+                        "need TensorFlow (%s); logging to the console only", e)
+        return None
+    return metric_writers
+
+
+class ConsoleWriter:
+    """The part of clu's MetricWriter the trainer uses, for machines without TensorFlow."""
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in scalars.items()))
+
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        del hparams  # the run's config is in its summary.json and .hydra/
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _default_writer(workdir: str, just_logging: bool):
+    metric_writers = _clu_writers()
+    if metric_writers is None:
+        return ConsoleWriter()
+    return metric_writers.create_default_writer(workdir, just_logging=just_logging)
+
+
+class _NoProgressReport:
+    def __call__(self, step: int) -> None:
+        del step
+
+    def timed(self, name: str, wait_jax_async_dispatch: bool = True):
+        del name, wait_jax_async_dispatch
+        return contextlib.nullcontext()
+
+
+def progress_report(writer, num_train_steps: int, every_steps: int):
+    """clu's ReportProgress (steps/s, ETA and the time share of eval and checkpointing), or one
+    that reports nothing where clu's writers cannot load."""
+    if _clu_writers() is None:
+        return _NoProgressReport()
+    from clu import periodic_actions
+
+    return periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
+                                           every_steps=every_steps, every_secs=None)
 
 
 def _init_wandb(workdir, config, *, mode, project, entity, group, tags, name, resume_id):

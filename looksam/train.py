@@ -262,12 +262,11 @@ def run(cfg, workdir: str) -> dict:
 def _train(cfg, est, workdir: str) -> dict:
     import jax
     import jax.numpy as jnp
-    from clu import periodic_actions
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
     from looksam import checkpoint, config, models, tracking
-    from looksam.data import pipeline
+    from looksam.data import pipeline, synthetic
 
     t_start = time.perf_counter()
     t = cfg.trainer
@@ -311,6 +310,9 @@ def _train(cfg, est, workdir: str) -> dict:
         ds_spec = pipeline.spec(cfg.data.name)
         data_kw = dict(directory=cfg.data.data_dir, download=cfg.data.download,
                        synthetic=cfg.data.mock_examples if cfg.data.mock else None)
+        # The mock path is numpy only (looksam.data.synthetic): no TensorFlow needed.
+        mock_kw = dict(image_size=ds_spec.image_size, num_classes=ds_spec.num_classes,
+                       process_index=jax.process_index(), process_count=jax.process_count())
         steps_per_epoch = max(pipeline.steps_per_epoch(
             cfg.data.name, t.batch_size, split=cfg.data.train_split, **data_kw), 1)
         epoch_steps = math.ceil(t.epochs * steps_per_epoch)  # the schedule's length
@@ -344,8 +346,7 @@ def _train(cfg, est, workdir: str) -> dict:
         tracker.hparams(config.flatten(resolved))
         # clu's progress report: steps/s and ETA scalars, and the share of time spent in eval and
         # checkpointing; the log line below adds loss, accuracy and images/s.
-        report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=tracker.writer,
-                                                 every_steps=t.log_every_steps, every_secs=None)
+        report = tracking.progress_report(tracker.writer, total_steps, t.log_every_steps)
         train_step = make_train_step(model, tx, est, schedule, root_key)
         eval_step = jax.jit(make_eval_step(model))
         t0 = time.perf_counter()
@@ -355,18 +356,31 @@ def _train(cfg, est, workdir: str) -> dict:
         tracker.scalars(start_step, {"compile_seconds": compile_s})
 
         def train_batches(start):
-            ds = pipeline.train_dataset(
-                cfg.data.name, global_batch=t.batch_size, seed=t.seed, split=cfg.data.train_split,
-                randaugment=tuple(cfg.data.randaugment) if cfg.data.randaugment else None,
-                mixup_alpha=cfg.data.mixup_alpha, label_smoothing=cfg.data.label_smoothing,
-                shuffle_buffer=cfg.data.shuffle_buffer, start_step=start,
-                shards=cfg.data.input_shards, **data_kw)
-            return pipeline.prefetch_to_devices(pipeline.as_numpy(ds), sharded)
+            if cfg.data.mock:
+                batches = synthetic.train_batches(
+                    cfg.data.mock_examples, global_batch=t.batch_size, seed=t.seed,
+                    start_step=start, mixup_alpha=cfg.data.mixup_alpha,
+                    label_smoothing=cfg.data.label_smoothing,
+                    split=cfg.data.train_split or ds_spec.train_split, **mock_kw)
+            else:
+                batches = pipeline.as_numpy(pipeline.train_dataset(
+                    cfg.data.name, global_batch=t.batch_size, seed=t.seed,
+                    split=cfg.data.train_split,
+                    randaugment=tuple(cfg.data.randaugment) if cfg.data.randaugment else None,
+                    mixup_alpha=cfg.data.mixup_alpha, label_smoothing=cfg.data.label_smoothing,
+                    shuffle_buffer=cfg.data.shuffle_buffer, start_step=start,
+                    shards=cfg.data.input_shards, **data_kw))
+            return pipeline.prefetch_to_devices(batches, sharded)
 
         def eval_batches(split):
-            ds = pipeline.eval_dataset(cfg.data.name, global_batch=t.eval_batch_size, split=split,
-                                       **data_kw)
-            return pipeline.prefetch_to_devices(pipeline.as_numpy(ds), sharded)
+            if cfg.data.mock:
+                batches = synthetic.eval_batches(cfg.data.mock_examples,
+                                                 global_batch=t.eval_batch_size,
+                                                 split=split or ds_spec.eval_split, **mock_kw)
+            else:
+                batches = pipeline.as_numpy(pipeline.eval_dataset(
+                    cfg.data.name, global_batch=t.eval_batch_size, split=split, **data_kw))
+            return pipeline.prefetch_to_devices(batches, sharded)
 
         def evaluate_all():
             results = evaluate(eval_step, state, eval_batches(cfg.data.eval_split))

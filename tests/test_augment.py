@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from looksam.data import augment
+from looksam.data import augment, pipeline
+
+CIFAR10, IMAGENET = pipeline.spec("cifar10"), pipeline.spec("imagenet2012")
 
 SEEDS = [tf.constant([s, 7 * s + 3], tf.int64) for s in range(40)]
 RNG = np.random.default_rng(0)
@@ -154,9 +156,9 @@ def test_center_crop_halving_a_block_image():
     assert augment.center_crop(tf.constant(x)).shape == (224, 224, 3)
 
 
-@pytest.mark.parametrize("stats", ["cifar10", "cifar100", "imagenet"])
-def test_normalize_matches_numpy(stats):
-    mean, std = augment.STATS[stats]
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagenet2012"])
+def test_normalize_matches_numpy(name):
+    mean, std = pipeline.spec(name).mean, pipeline.spec(name).std
     out = augment.normalize(tf.constant(IMAGE), mean, std)
     assert out.dtype == tf.float32
     want = (IMAGE / 255.0 - np.array(mean)) / np.array(std)
@@ -164,12 +166,12 @@ def test_normalize_matches_numpy(stats):
 
 
 def test_dataset_statistics():
-    assert augment.CIFAR10_MEAN == (0.4914, 0.4822, 0.4465)
-    assert augment.CIFAR10_STD == (0.2470, 0.2435, 0.2616)
-    assert augment.CIFAR100_MEAN == (0.5071, 0.4865, 0.4409)
-    assert augment.CIFAR100_STD == (0.2673, 0.2564, 0.2762)
-    assert augment.IMAGENET_MEAN == (0.485, 0.456, 0.406)
-    assert augment.IMAGENET_STD == (0.229, 0.224, 0.225)
+    # The values torchvision-based SAM/ESAM code normalises with.
+    stats = {name: (pipeline.spec(name).mean, pipeline.spec(name).std)
+             for name in ("cifar10", "cifar100", "imagenet2012")}
+    assert stats["cifar10"] == ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    assert stats["cifar100"] == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    assert stats["imagenet2012"] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 # --- batch level ----------------------------------------------------------------------------------
@@ -363,7 +365,7 @@ def test_make_transform_chains_ops_with_split_seeds():
     transform = augment.make_transform([
         ("inception_crop", dict(size=32)),
         ("randaugment", dict(num_ops=2, magnitude=15)),
-        ("normalize", dict(stats="imagenet")),
+        ("normalize", dict(mean=IMAGENET.mean, std=IMAGENET.std)),
     ])
     x = tf.constant(RNG.integers(0, 256, (60, 45, 3), dtype=np.uint8))
     out = transform(x, SEEDS[2])
@@ -379,11 +381,13 @@ def test_make_transform_chains_ops_with_split_seeds():
 
 def test_make_transform_cifar_and_eval():
     x = tf.constant(RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    train = augment.make_transform(["cifar_crop_flip", ("normalize", dict(stats="cifar10"))])
+    train = augment.make_transform(["cifar_crop_flip",
+                                    ("normalize", dict(mean=CIFAR10.mean, std=CIFAR10.std))])
     assert train(x, SEEDS[0]).shape == (32, 32, 3)
     big = tf.constant(RNG.integers(0, 256, (256, 300, 3), dtype=np.uint8))
-    evaluate = augment.make_transform([("center_crop", {}), ("normalize", dict(stats="imagenet"))])
-    mean, std = augment.STATS["imagenet"]
+    evaluate = augment.make_transform([("center_crop", {}),
+                                       ("normalize", dict(mean=IMAGENET.mean, std=IMAGENET.std))])
+    mean, std = IMAGENET.mean, IMAGENET.std
     want = (np_(big)[16:240, 38:262] / 255.0 - np.array(mean)) / np.array(std)
     np.testing.assert_allclose(evaluate(big, SEEDS[0]), want, atol=1e-5)
 

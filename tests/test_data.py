@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from looksam.data import augment, pipeline
+from looksam.data import pipeline
 
 SHARED_TFDS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
 needs_cifar10 = pytest.mark.skipif(
@@ -92,7 +92,8 @@ def test_eval_every_example_once_with_padding():
     mask = np.concatenate([b["mask"] for b in batches])
     assert mask.sum() == 37 and mask[:37].all() and not mask[37:].any()
     images = np.concatenate([b["image"] for b in batches])[:37]
-    expected = (np.stack(stored) / 255.0 - augment.CIFAR100_MEAN) / augment.CIFAR100_STD
+    c100 = pipeline.spec("cifar100")
+    expected = (np.stack(stored) / 255.0 - np.array(c100.mean)) / np.array(c100.std)
     np.testing.assert_allclose(images, expected, rtol=1e-5, atol=1e-5)
 
 

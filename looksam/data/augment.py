@@ -43,19 +43,6 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-STATS = {
-    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
-    "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-}
-
 
 def _split(seed, num: int = 2):
     return tf.unstack(tf.random.experimental.stateless_split(seed, num=num))
@@ -396,12 +383,8 @@ def randaugment(image, seed, num_ops: int = 2, magnitude: float = 9):
 # --- composing per-example transforms -------------------------------------------------------------
 
 
-def _normalize_op(image, seed, stats: str | None = None, mean=None, std=None):
+def _normalize_op(image, seed, mean, std):
     del seed
-    if stats is not None:
-        mean, std = STATS[stats]
-    if mean is None or std is None:
-        raise ValueError(f"normalize needs stats= one of {sorted(STATS)} or both mean= and std=")
     return normalize(image, mean, std)
 
 
@@ -411,7 +394,7 @@ def _center_crop_op(image, seed, **kwargs):
 
 
 # Per-example ops as fn(image, seed, **kwargs); the deterministic ones ignore the seed.
-TRAIN_OPS: dict[str, Callable] = {
+OPS: dict[str, Callable] = {
     "cifar_crop_flip": cifar_crop_flip,
     "flip": flip,
     "inception_crop": inception_crop,
@@ -422,20 +405,20 @@ TRAIN_OPS: dict[str, Callable] = {
 
 
 def make_transform(specs: Sequence[str | tuple[str, dict]]) -> Callable:
-    """Chain TRAIN_OPS by name into fn(image, seed); op i gets the i-th split of the seed.
+    """Chain OPS by name into fn(image, seed); op i gets the i-th split of the seed.
 
         make_transform([("inception_crop", dict(size=224)),
                         ("randaugment", dict(num_ops=2, magnitude=15)),
-                        ("normalize", dict(stats="imagenet"))])
+                        ("normalize", dict(mean=spec.mean, std=spec.std))])
 
     The split depends on the op's position, so changing the list changes every op's draws.
     """
     chain = []
     for spec in specs:
         name, kwargs = (spec, {}) if isinstance(spec, str) else spec
-        if name not in TRAIN_OPS:
-            raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(TRAIN_OPS)}")
-        chain.append((TRAIN_OPS[name], dict(kwargs)))
+        if name not in OPS:
+            raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(OPS)}")
+        chain.append((OPS[name], dict(kwargs)))
 
     def transform(image, seed):
         if not chain:

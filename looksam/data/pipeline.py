@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from looksam.data import augment
-
 # tf.data is only a host-side input library here: keep TensorFlow off any accelerator.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,12 +40,12 @@ class DatasetSpec:
 
 
 DATASETS = {
-    "cifar10": DatasetSpec("cifar10", "train", "test", 10, 32, augment.CIFAR10_MEAN,
-                           augment.CIFAR10_STD, (("cifar_crop_flip", {}),), (), 50_000),
-    "cifar100": DatasetSpec("cifar100", "train", "test", 100, 32, augment.CIFAR100_MEAN,
-                            augment.CIFAR100_STD, (("cifar_crop_flip", {}),), (), 50_000),
+    "cifar10": DatasetSpec("cifar10", "train", "test", 10, 32, (0.4914, 0.4822, 0.4465),
+                           (0.2470, 0.2435, 0.2616), (("cifar_crop_flip", {}),), (), 50_000),
+    "cifar100": DatasetSpec("cifar100", "train", "test", 100, 32, (0.5071, 0.4865, 0.4409),
+                            (0.2673, 0.2564, 0.2762), (("cifar_crop_flip", {}),), (), 50_000),
     "imagenet2012": DatasetSpec("imagenet2012", "train", "validation", 1000, 224,
-                                augment.IMAGENET_MEAN, augment.IMAGENET_STD,
+                                (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                                 (("inception_crop", dict(size=224)),),
                                 (("center_crop", dict(size=224)),), 1_281_167, manual=True),
 }
@@ -140,8 +138,10 @@ def _process(process_index, process_count):
 
 
 def _transform(ops, ds_spec):
-    """Per-example ops by name (augment.TRAIN_OPS), then normalisation with the dataset's
+    """Per-example ops by name (augment.OPS), then normalisation with the dataset's
     statistics: fn(image uint8, seed [2]) -> float32."""
+    from looksam.data import augment  # TensorFlow, which the mock path must not need
+
     return augment.make_transform(
         list(ops) + [("normalize", dict(mean=ds_spec.mean, std=ds_spec.std))])
 
@@ -245,6 +245,8 @@ def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | N
         ds = ds.batch(shard_batch, drop_remainder=True)
         if mixup_alpha > 0 or label_smoothing > 0:
             mix_seed = run_seed + 104729 + 15485863 * shard
+
+            from looksam.data import augment
 
             def soften(step, batch):
                 labels = tf.one_hot(batch["label"], ds_spec.num_classes, dtype=tf.float32)
