@@ -192,7 +192,8 @@ def cmd_run(args) -> int:
         print(f"a sweep's points are not table cells: see them with\n  python -m results sweep {where}")
     elif not args.no_render:
         code = subprocess.call([sys.executable, "-m", "results", "render", table.id, "--runs",
-                                str(runs), "--scale", args.scale, "--out", args.out])
+                                str(runs), "--scale", args.scale, "--out",
+                                args.out or str(registry.renders_dir(runs))])
     if unfinished:  # what finished is rendered; the command still says that not all of it did
         print(f"{len(unfinished)} run(s) did not complete: {', '.join(unfinished)} (their "
               "summary.json says why; rerun the same command to retry only those)", file=sys.stderr)
@@ -213,7 +214,8 @@ def main(argv=None) -> int:
                    help="Hydra launcher: basic, submitit_slurm, submitit_local, or slurm (configs/)")
     r.add_argument("--wandb", default=None, choices=["online", "offline", "disabled"])
     r.add_argument("--runs", default=os.environ.get("RUNS", "runs/reproduce"))
-    r.add_argument("--out", default="results", help="where rendered tables and figures go")
+    r.add_argument("--out", default=None,
+                   help="where rendered tables and figures go (default: <runs>/renders)")
     r.add_argument("--cells", nargs="+", action="extend", default=None,
                    help="only these row/column cells")
     r.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",

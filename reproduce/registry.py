@@ -71,6 +71,14 @@ def run_dir(runs, table: str, scale: str, row: str, column: str, seed: int,
     sweep's point of it: .../<column>/<variant>/seed<k> (variant e.g. "sam.alpha=0.2")."""
     cell = pathlib.Path(runs) / table / scale / row / column
     return (cell / variant if variant else cell) / f"seed{seed}"
+
+
+def renders_dir(runs) -> pathlib.Path:
+    """Where a runs folder's rendered tables and figures go: <runs>/renders, beside the runs they
+    show (the committed evidence's renders are evidence/renders), never inside the packages."""
+    return pathlib.Path(runs) / "renders"
+
+
 METRIC_KINDS = ("accuracy", "time", "throughput")
 
 

@@ -1,6 +1,6 @@
 """Command line: render tables and figures from run directories or wandb.
 
-    python -m results render looksam_iclr_cifar10 --runs runs --scale cpu [--out results/]
+    python -m results render looksam_iclr_cifar10 --runs runs --scale cpu [--out runs/renders]
     python -m results render all --wandb ENTITY/PROJECT --scale paper
     python -m results list
     python -m results claims looksam_iclr_cifar10 --scale afternoon [--runs DIR] [--strict]
@@ -37,6 +37,7 @@ def _render(args) -> int:
     tables_dir = pathlib.Path(args.tables)
     ids = registry.names(tables_dir) if args.table == ["all"] else args.table
     kept = 0
+    out = args.out or registry.renders_dir(args.runs)
     for table_id in ids:
         table = registry.load(table_id, tables_dir)
         if args.wandb:
@@ -53,7 +54,7 @@ def _render(args) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         try:
-            paths = render.write(table, results, args.scale, source, args.out, runs_dir=runs_dir,
+            paths = render.write(table, results, args.scale, source, out, runs_dir=runs_dir,
                                  tables_dir=tables_dir, results_for=results_for)
         except render.FewerSeeds as e:
             print(f"error: {e}", file=sys.stderr)
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
                         "(default: $LOOKSAM_RUNS, else runs)")
     r.add_argument("--scale", default="cpu", choices=registry.scale_names())
     r.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read run summaries from wandb instead")
-    r.add_argument("--out", default="results", help="output directory (default: results/)")
+    r.add_argument("--out", default=None,
+                   help="output directory (default: <runs>/renders; evidence/renders for the evidence)")
     r.set_defaults(fn=_render)
     sub.add_parser("list", help="list the registry's tables and figures").set_defaults(fn=_list)
     c = sub.add_parser("claims", help="check a table's claims (committed evidence by default)")

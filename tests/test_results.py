@@ -241,6 +241,15 @@ def test_cli_with_no_runs_at_all(tmp_path, capsys):
     assert {p.suffix for p in tmp_path.iterdir()} >= {".md", ".tex", ".html"}
 
 
+def test_renders_go_under_the_runs_folder_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory (or in results/)
+    runs = tmp_path / "runs"
+    assert cli.main(["render", TABLE, "--runs", str(runs), "--scale", "cpu"]) == 0
+    capsys.readouterr()
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert written == [f"runs/renders/{TABLE}_cpu.{ext}" for ext in ("html", "md", "tex")]
+
+
 def test_collect_wandb_maps_runs_to_cells():
     class Run:
         def __init__(self, cell, seed, summary, state="finished", scale="cpu"):
