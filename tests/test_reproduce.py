@@ -63,6 +63,29 @@ def test_list_tables_names_every_table(capsys):
         assert name in out
 
 
+def test_estimates_come_from_the_committed_sgd_runs(tmp_path):
+    def put(rel, seconds, steps, method="none", model="resnet18", **extra):
+        path = tmp_path / rel / "summary.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"status": "completed", "total_seconds": seconds, "step": steps,
+                                    "config": {"sam": {"method": method}, "model": {"name": model},
+                                               "trainer": {"batch_size": 100},
+                                               "scale": {"name": "afternoon"}}, **extra}))
+
+    put("t/afternoon/r/sgd/seed0", 100.0, 10)   # 0.1 s per image
+    put("t/afternoon/r/sgd/seed1", 300.0, 10)   # 0.3
+    put("t/afternoon/r/sgd/seed2", 200.0, 10)   # 0.2: the median
+    put("u/afternoon/r/sgd/seed0", 1.0, 10, evidence_from="t/r/sgd/seed0")  # a copy: not counted
+    put("t/afternoon/r/sam/seed0", 1.0, 10, method="sam")
+    put("t/afternoon/v/sgd/seed0", 1.0, 10, model="vit_s16")
+    ref = driver.sgd_reference(tmp_path)
+    assert ref == {"seconds_per_image": pytest.approx(0.2), "runs": 3, "afternoon": 1000}
+    assert driver.scale_images("afternoon", ref) == 1000  # measured
+    assert driver.scale_images("cpu", ref) == 3 * 50_000  # 3 epochs of the whole split
+    assert driver.scale_images("smoke", ref) is None
+    assert driver.sgd_reference(tmp_path / "empty") == {}
+
+
 def run_table(tmp_path, table_id, cells=None):
     command = [sys.executable, "-m", "reproduce", "run", table_id, "--scale", "smoke", "--seeds", "1",
                "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--wandb", "disabled"]
