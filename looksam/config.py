@@ -6,7 +6,8 @@ rejects a misspelt key or a wrongly typed value against these dataclasses; `vali
 value ranges, so a bad config fails before anything is compiled.
 
 `scale` changes only how big and how long (model width, data, epochs, batch, evaluation
-frequency); it never touches `sam`, the method or its hyper-parameters (`apply_scale`).
+frequency); it never touches `sam`, the method or its hyper-parameters (`apply_scale`), except
+`sam.m` where the scaled batch no longer holds whole m-sharpness groups (`scaled_m`).
 """
 
 from dataclasses import dataclass, field
@@ -167,8 +168,27 @@ def register() -> None:
     ConfigStore.instance().store(name="looksam_schema", node=Config)
 
 
+def scaled_m(m: Optional[int], batch: int, microbatch: Optional[int]) -> Optional[int]:
+    """m-sharpness group size for a batch a scale preset changed: the table's m where it still
+    divides the (microbatch or) batch, else the largest divisor of it not above m.
+
+    m is the number of examples each perturbation sees (the per-device batch of the paper's
+    hardware in LookSAM's ViT tables, 128 in ESAM's ImageNet table), so it is kept rather than the
+    paper's number of groups per batch (4,096 / 16 = 256 groups would leave half an example per
+    group in a batch of 128). Where the batch is smaller than m (scale=smoke: 8) this is the
+    whole batch, one perturbation per step; m = None (one group) stays None.
+    """
+    if m is None or isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        return m  # None, or a bad value that `validate` reports under its own name
+    unit = microbatch or batch  # m must divide every accumulated chunk, hence the batch
+    if unit % m == 0:
+        return m
+    return max(d for d in range(1, min(m, unit) + 1) if unit % d == 0)
+
+
 def apply_scale(cfg: DictConfig) -> DictConfig:
-    """The experiment as the scale preset shrinks it; `sam` is never touched."""
+    """The experiment as the scale preset shrinks it; `sam` is never touched, except `sam.m`
+    where the preset's batch (or surviving microbatch) is not a multiple of it (`scaled_m`)."""
     from looksam.data import pipeline
 
     s = cfg.scale
@@ -190,6 +210,7 @@ def apply_scale(cfg: DictConfig) -> DictConfig:
         trainer["batch_size"] = s.batch_size
         if trainer["microbatch"] is not None and s.batch_size % trainer["microbatch"]:
             trainer["microbatch"] = None  # the paper's accumulation chunk no longer divides
+        out["sam"]["m"] = scaled_m(out["sam"]["m"], s.batch_size, trainer["microbatch"])
     data["name"] = s.dataset.get(data["name"], data["name"])
     for key in ("train_split", "eval_split", "validation_split", "mock", "mock_examples"):
         if s[key] is not None:

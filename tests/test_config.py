@@ -233,9 +233,42 @@ def test_data_name_typo_is_rejected():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_scale_never_changes_sam(experiment):
+    # The experiments have sam.m null; a table's m may change (next tests).
     raw = OmegaConf.to_container(compose_cfg(f"experiment={experiment}").sam)
     for scale in SCALES:
         assert OmegaConf.to_container(scaled(f"experiment={experiment}", f"scale={scale}").sam) == raw
+
+
+@pytest.mark.parametrize("m, batch, microbatch, want", [
+    (None, 8, None, None),  # one group stays one group
+    (16, 128, None, 16),    # LookSAM's ViTs at scale=cpu: the per-device batch is kept
+    (16, 8, None, 8),       # ... at scale=smoke: cut to the batch, one perturbation per step
+    (128, 8, None, 8),      # ESAM Table 2 at scale=smoke
+    (16, 24, None, 12),     # not a divisor: the largest divisor of the batch not above m
+    (64, 96, None, 48),
+    (5, 8, None, 4),
+    (16, 96, 32, 16),       # a surviving microbatch that m divides
+    (3, 8, 4, 2),           # ... and one it does not: m must divide every chunk
+])
+def test_scaled_m_keeps_whole_groups(m, batch, microbatch, want):
+    got = config.scaled_m(m, batch, microbatch)
+    assert got == want
+    if got is not None:
+        assert got <= m and batch % got == 0 and (microbatch or got) % got == 0
+
+
+def test_scale_changes_sam_m_only_where_the_batch_needs_it():
+    """sam.m is the only `sam` key a scale may change, and only to keep whole m-sharpness groups
+    in the scaled batch (LookSAM's ViT tables: m = 16, the paper's per-core batch)."""
+    base = ("experiment=looksam_imagenet_vit_b16", "sam.m=16")
+    raw = OmegaConf.to_container(compose_cfg(*base).sam)
+    for scale, extra, m in (("paper", (), 16), ("cpu", (), 16), ("afternoon", (), 16),
+                            ("smoke", (), 8), ("cpu", ("trainer.microbatch=512",), 16),
+                            ("smoke", ("scale.batch_size=24",), 12)):
+        cfg = scaled(*base, f"scale={scale}", *extra)
+        assert OmegaConf.to_container(cfg.sam) == {**raw, "m": m}, (scale, extra)
+        est = config.validate(cfg)
+        assert est.m == m and cfg.trainer.batch_size % m == 0
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -106,9 +106,11 @@ def test_every_cell_composes_and_validates(tables):
             for cell in table.cells:
                 for scale in ("smoke", "paper"):
                     try:
-                        _composed(cell.overrides, scale)
+                        cfg, est = _composed(cell.overrides, scale)
                     except Exception as e:  # noqa: BLE001 - name the cell
                         raise AssertionError(f"{name} {cell.id} scale={scale}: {e}") from e
+                    # m-sharpness groups must tile the batch at every scale
+                    assert est.m is None or cfg.trainer.batch_size % est.m == 0, (name, cell.id)
 
 
 def test_paper_scale_hyperparameters(tables):
@@ -146,3 +148,19 @@ def test_paper_scale_hyperparameters(tables):
         assert (est.beta, est.gamma, est.rho) == (0.3, 1.0, 0.1)
         _, est = cfg("esam_figure3", "resnet18_cifar10/sds_gamma0_9")
         assert (est.beta, est.gamma, est.rho) == (1.0, 0.9, 0.05)
+
+
+def test_table2_m_follows_the_scaled_batch(tables):
+    """m = 128 (Section 3.1) at paper scale and at scale=cpu, whose batch of 128 holds one group;
+    scale=smoke's batch of 8 holds none, so m becomes 8 (looksam/config.py scaled_m)."""
+    config.register()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        for cell_id in ("resnet50/sam", "resnet101/esam"):
+            for scale, want in (("paper", 128), ("cpu", 128), ("smoke", 8)):
+                cfg, est = _composed(tables["esam_table2"].cell(cell_id).overrides, scale)
+                assert (cfg.sam.m, est.m) == (want, want), (cell_id, scale)
+        cfg, est = _composed(tables["esam_table2"].cell("resnet50/sgd").overrides, "smoke")
+        assert (cfg.sam.m, est.m) == (None, None)
+        # the CIFAR tables run one perturbation per batch (the paper states no m)
+        cfg, est = _composed(tables["esam_table1"].cell("resnet18_cifar10/esam").overrides, "paper")
+        assert est.m is None

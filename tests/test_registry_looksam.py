@@ -102,24 +102,39 @@ SETTINGS = {
     ("looksam_table2", "vit_b32/sam"): {  # Table 8 "ViT-B-32 + SAM ... 0.15 0.3 1.0"
         "model.name": "vit_b32", "optimizer.name": "adamw", "optimizer.lr": 3e-3,
         "schedule.warmup_steps": 10000, "trainer.batch_size": 4096, "trainer.epochs": 300,
-        "optimizer.weight_decay": 0.3, "optimizer.clip_norm": 1.0, "sam.rho": 0.15},
+        "optimizer.weight_decay": 0.3, "optimizer.clip_norm": 1.0, "sam.rho": 0.15,
+        # the paper's per-device batch: 4,096 over 128 TPU-v3 chips = 256 cores
+        "sam.m": 16, "model.kwargs": {}, "data.label_smoothing": 0.0,
+        "optimizer.weight_decay_mask": "all", "optimizer.eps": None},
+    ("looksam_table2", "vit_b16/adamw"): {"sam.method": "none", "sam.m": None},
     ("looksam_table3", "look_layersam_ra_mixup/b64k"): {  # Table 9 Look-LayerSAM 65536 row
         "trainer.batch_size": 65536, "optimizer.lr": 2e-2, "schedule.warmup_steps": 3500,
         "optimizer.weight_decay": 0.2, "schedule.decay": "linear", "sam.method": "look_layersam",
-        "sam.rho": 1.0, "sam.alpha": 0.7, "data.randaugment": [2, 15], "data.mixup_alpha": 0.5},
+        "sam.rho": 1.0, "sam.alpha": 0.7, "data.randaugment": [2, 15], "data.mixup_alpha": 0.5,
+        "sam.m": 32},  # 65,536 over a whole TPU v3 pod's 2,048 cores
+    ("looksam_table3", "look_layersam/b32k"): {"sam.m": 16, "trainer.batch_size": 32768},
+    ("looksam_table3", "lamb/b64k"): {"sam.method": "none", "sam.m": None},
     ("looksam_table4", "sam/b16k"): {  # Table 9 "ViT-B-16 + SAM 16384 300 7000 1.8e-2 ... 0.18"
         "optimizer.name": "lamb", "trainer.batch_size": 16384, "optimizer.lr": 1.8e-2,
-        "schedule.warmup_steps": 7000, "optimizer.weight_decay": 0.1, "sam.rho": 0.18},
+        "schedule.warmup_steps": 7000, "optimizer.weight_decay": 0.1, "sam.rho": 0.18,
+        "sam.m": 16, "optimizer.eps": None, "optimizer.weight_decay_mask": "all"},
+    ("looksam_table4", "looksam/b32k"): {"sam.method": "looksam", "sam.alpha": 0.7, "sam.m": 16},
     ("looksam_table5", "layersam/b8k"): {
         "sam.method": "layersam", "sam.rho": 1.0, "trainer.batch_size": 8192,
-        "optimizer.lr": 1.7e-2},
+        "optimizer.lr": 1.7e-2, "sam.m": 16},
     ("looksam_table6", "b32k/alpha0_5"): {
         "sam.method": "look_layersam", "sam.rho": 1.0, "sam.alpha": 0.5,
-        "trainer.batch_size": 32768, "schedule.warmup_steps": 6000},
+        "trainer.batch_size": 32768, "schedule.warmup_steps": 6000, "sam.m": 16},
     ("looksam_table7", "b16k/rho0_8"): {
         "sam.method": "look_layersam", "sam.rho": 0.8, "sam.alpha": 0.7,
-        "trainer.batch_size": 16384},
-    ("looksam_figure4", "vit_b16/k15"): {"sam.method": "looksam", "sam.k": 15, "sam.rho": 0.18},
+        "trainer.batch_size": 16384, "sam.m": 16},
+    ("looksam_figure1", "vit_b16/sam5"): {"sam.method": "sam_k", "sam.m": 16},
+    ("looksam_figure2", "vit_b16/sam"): {"sam.method": "sam", "sam.m": 16, "sam.drift_interval": 5},
+    ("looksam_figure4", "vit_b16/k15"): {"sam.method": "looksam", "sam.k": 15, "sam.rho": 0.18,
+                                         "sam.alpha": 0.7, "sam.m": 16},
+    # CIFAR: no hardware stated, so no per-device batch: one perturbation per batch.
+    ("looksam_table1", "resnet18/looksam5"): {"sam.alpha": 0.7, "sam.m": None},
+    ("looksam_iclr_cifar10", "resnet18/looksam5"): {"sam.alpha": 0.7, "sam.m": None},
 }
 
 
@@ -140,6 +155,10 @@ def test_every_cell_composes_at_smoke_and_paper_scale(table_id):
                 except ValueError as e:  # name the cell
                     raise AssertionError(f"{table_id} {cell.id} scale={scale}: {e}") from e
                 assert est.method == cfg.sam.method
+                # m-sharpness groups must tile the batch (and every microbatch) at every scale
+                if est.m is not None:
+                    assert cfg.trainer.batch_size % est.m == 0, (table_id, cell.id, scale)
+                    assert (cfg.trainer.microbatch or est.m) % est.m == 0, (table_id, cell.id, scale)
                 if scale == "paper":
                     for key, want in SETTINGS.get((table_id, cell.id), {}).items():
                         got = OmegaConf.select(cfg, key)
@@ -150,3 +169,38 @@ def test_every_cell_composes_at_smoke_and_paper_scale(table_id):
 def test_settings_name_real_cells():
     for table_id, cell_id in SETTINGS:
         registry.load(table_id).cell(cell_id)  # KeyError if misspelt
+
+
+def test_iclr_cifar10_settings():
+    """The ICLR submission's CIFAR-10 table (not in TABLES: its paper_name differs)."""
+    table = registry.load("looksam_iclr_cifar10")
+    config.register()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        for (table_id, cell_id), want in SETTINGS.items():
+            if table_id != table.id:
+                continue
+            cfg = config.apply_scale(_compose(list(table.cell(cell_id).overrides) + ["scale=paper"]))
+            config.validate(cfg)
+            assert {k: OmegaConf.select(cfg, k) for k in want} == want
+
+
+# (table, cell) -> sam.m at the scales that shrink the batch: the paper's per-device batch is kept
+# where the batch still holds whole groups (cpu, batch 128), cut to the batch where it does not
+# (smoke, batch 8); see looksam/config.py scaled_m.
+SCALED_M = {
+    ("looksam_table2", "vit_b16/looksam5"): {"paper": 16, "cpu": 16, "afternoon": 16, "smoke": 8},
+    ("looksam_table3", "look_layersam_ra/b64k"): {"paper": 32, "cpu": 32, "smoke": 8},
+    ("looksam_table6", "b32k/alpha1_0"): {"paper": 16, "cpu": 16, "smoke": 8},
+    ("looksam_table2", "vit_b16/adamw"): {"paper": None, "cpu": None, "smoke": None},
+}
+
+
+@pytest.mark.parametrize("table_id,cell_id", sorted(SCALED_M))
+def test_m_follows_the_scaled_batch(table_id, cell_id):
+    cell = registry.load(table_id).cell(cell_id)
+    config.register()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        for scale, want in SCALED_M[(table_id, cell_id)].items():
+            cfg = config.apply_scale(_compose(list(cell.overrides) + [f"scale={scale}"]))
+            est = config.validate(cfg)
+            assert (cfg.sam.m, est.m) == (want, None if est.method == "none" else want), scale

@@ -12,7 +12,14 @@ def swp_mask(key, params, beta):
     """SWP: one Bernoulli(beta) *keep* bit per leaf, in `jax.tree.leaves` order.
 
     `beta` is the keep probability, as in the official code (the paper's Algorithm 1 writes
-    1 - beta); the perturbation is then scaled by 1 / beta so that its expectation is SAM's.
+    1 - beta). The estimator then perturbs by eps = (rho / beta) m*g / ||m*g||, as the official
+    code does: the masked gradient is normalised by its own norm, so ||eps|| = rho / beta (not
+    rho) whenever a leaf is kept, and E[eps] is not SAM's rho g / ||g||: leaf l's expected
+    component is (rho / beta) g_l beta E[1 / ||m*g|| | m_l = 1] >= rho g_l / ||g|| (as
+    ||m*g|| <= ||g||), equal only for beta = 1 or when g lies in that leaf alone. The paper's
+    argument (Section 2.2, Eq. 5) that the expectation is SAM's holds for masking SAM's eps
+    itself, m*eps / beta with eps = rho g / ||g|| normalised by the full gradient's norm, which
+    is not what is computed here.
     """
     leaves, treedef = jax.tree.flatten(params)
     bits = jax.random.bernoulli(key, beta, (len(leaves),))
