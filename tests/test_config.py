@@ -131,7 +131,7 @@ TABLE_VALUES = {
         "trainer.epochs": 300, "trainer.batch_size": 4096, "optimizer.lr": 3e-3,
         "optimizer.weight_decay": 0.3, "optimizer.clip_norm": 1.0, "schedule.decay": "cosine",
         "schedule.warmup_steps": 10000, "sam.method": "looksam", "sam.rho": 0.18, "sam.k": 5,
-        "sam.alpha": 0.7},
+        "sam.alpha": 0.7, "sam.m": 16},
 }
 
 
