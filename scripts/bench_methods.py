@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Step time of every sharpness-aware method, side by side in one process.
 
-Each method's train step (estimator gradient + SGD-momentum update, BatchNorm statistics from the
-clean pass) is compiled once per branch, then the methods are timed in interleaved blocks of
+Each method's train step is the trainer's own (`train.make_train_step`: estimator gradient,
+SGD-momentum update, BatchNorm statistics from the clean pass, the finite check), built from
+`train.initial_state` and compiled once per branch by `train.compile_steps`, for any model of
+`looksam.models` (`--model`, `--model-kwargs`); then the methods are timed in interleaved blocks of
 `--steps` steps (compile excluded, `block_until_ready` at the end of each block), rotating the
 order every round; the table shows the median over rounds of the step time and of each round's
 ratio to `none`. The batch is sharded over every local device (`--host-devices N` simulates N CPU
@@ -11,6 +13,7 @@ devices).
     python scripts/bench_methods.py                       # CNN widths 32-64-128, batch 128, 32x32
     python scripts/bench_methods.py --methods none sam looksam-5 --rounds 3
     python scripts/bench_methods.py --methods none sam --microbatch 32   # 4 x 32 against 1 x 128
+    python scripts/bench_methods.py --model resnet18 --model-kwargs '{"width": 16}'  # scale=cpu's
 
 `--microbatch N` also times every method with the batch accumulated in chunks of N examples
 (`trainer.microbatch`, the large-batch path) and prints each one's step time over the
@@ -20,6 +23,7 @@ whole-batch step of the same method.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -51,7 +55,11 @@ def parse_args(argv=None):
     p.add_argument("--methods", nargs="+", default=DEFAULT, choices=sorted(METHODS))
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--model", default="cnn", help="a looksam.models name (default: cnn)")
+    p.add_argument("--model-kwargs", type=json.loads, default=None,
+                   help='JSON keyword arguments of the model, e.g. \'{"width": 16}\'')
+    p.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128],
+                   help="the cnn's widths, when --model-kwargs does not give them")
     p.add_argument("--steps", type=int, default=10, help="steps per timed block (a multiple of k)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--rho", type=float, default=0.05)
@@ -69,13 +77,11 @@ def main(argv=None):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + f" --xla_force_host_platform_device_count={args.host_devices}")
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    import optax
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from looksam import models, optim, sam
+    from looksam import models, optim, sam, train
 
     devices = jax.devices()
     if args.batch % len(devices):
@@ -86,14 +92,18 @@ def main(argv=None):
     mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
-    model = models.create("cnn", widths=tuple(args.widths), num_classes=10)
+    kwargs = args.model_kwargs if args.model_kwargs is not None else (
+        dict(widths=tuple(args.widths)) if args.model == "cnn" else {})
+    model = models.create(args.model, num_classes=10, **kwargs)
     rng = np.random.default_rng(0)
     batch = jax.device_put({
         "image": rng.standard_normal((args.batch, args.image_size, args.image_size, 3), np.float32),
         "label": rng.integers(0, 10, (args.batch,), np.int32)}, sharded)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, args.image_size, args.image_size, 3)))
-    tx = optim.optimizer("sgd", 0.01, momentum=0.9, weight_decay=5e-4)
-    n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharded),
+                                  batch)
+    lr = 0.01
+    tx = optim.optimizer("sgd", lr, momentum=0.9, weight_decay=5e-4)
+    root = jax.random.key(0)
 
     def make_runner(label, microbatch=None):
         method, hp, in_graph = METHODS[label]
@@ -101,58 +111,45 @@ def main(argv=None):
             hp = dict(hp, rho=args.rho)
         est = sam.make(method, **hp, batch_sharding=sharded, microbatch=microbatch,
                        **({} if in_graph is None else dict(in_graph=in_graph)))
-
-        def train_step(state, batch, rng, sam_step):
-            params, stats, opt_state, est_state = state
-
-            def loss_fn(p, b):
-                logits, new = model.apply({"params": p, "batch_stats": stats}, b["image"],
-                                          mutable=["batch_stats"])
-                return optax.softmax_cross_entropy_with_integer_labels(logits, b["label"]), new
-
-            grads, est_state, out = est.gradient(loss_fn, params, batch, est_state, rng,
-                                                 sam_step=sam_step)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, out.aux["batch_stats"], opt_state, est_state), out.metrics["loss"]
-
-        # Host copies: every runner owns its buffers, since each step donates them.
-        state = jax.device_put(jax.tree.map(np.array, (
-            variables["params"], variables["batch_stats"], tx.init(variables["params"]),
-            est.init(variables["params"]))), replicated)
-        in_graph = in_graph is not None
-        branches = [None] if in_graph else sorted({est.is_sam_step(t) for t in range(est.period)})
-        compiled, flops, compile_s = {}, {}, 0.0
-        for branch in branches:
-            fn = jax.jit(lambda s, b, r, _branch=branch: train_step(s, b, r, _branch),
-                         donate_argnums=0)
-            t0 = time.perf_counter()
-            compiled[branch] = fn.lower(state, batch, jax.random.key(0)).compile()
-            compile_s += time.perf_counter() - t0
-            cost = compiled[branch].cost_analysis()
+        # Every runner owns its state: each step donates it.
+        state = jax.device_put(train.initial_state(model, tx, est, args.image_size, root), replicated)
+        train_step = train.make_train_step(model, tx, est, lambda step: lr, root)
+        t0 = time.perf_counter()
+        if in_graph is None:  # the trainer's host dispatch: one program per branch
+            compiled = train.compile_steps(train_step, est, state, abstract_batch)
+        else:
+            compiled = {None: jax.jit(functools.partial(train_step, sam_step=None),
+                                      donate_argnums=0).lower(state, abstract_batch).compile()}
+        compile_s = time.perf_counter() - t0
+        flops = {}
+        for branch, fn in compiled.items():
+            cost = fn.cost_analysis()
             flops[branch] = (cost[0] if isinstance(cost, list) else cost)["flops"]
         schedule = [None if in_graph else est.is_sam_step(t) for t in range(est.period)]
         mean_flops = sum(flops[b] for b in schedule) / len(schedule)
         return dict(est=est, state=state, compiled=compiled, t=0, flops=mean_flops,
-                    compile_s=compile_s, times=[])
+                    compile_s=compile_s, times=[], n_params=sum(
+                        x.size for x in jax.tree.leaves(state.params)))
 
     def run_block(r, steps):
         state = r["state"]
         for _ in range(steps):
             t = r["t"]
             branch = None if None in r["compiled"] else r["est"].is_sam_step(t)
-            state, loss = r["compiled"][branch](state, batch, jax.random.key(t))
+            state, metrics = r["compiled"][branch](state, batch)
             r["t"] = t + 1
         jax.block_until_ready(state)
         r["state"] = state
-        return loss
+        return metrics["loss"]
 
-    print(f"jax {jax.__version__} on {len(devices)} x {devices[0].device_kind}; model cnn "
-          f"widths {args.widths} ({n_params / 1e6:.2f}M params), batch {args.batch} at "
-          f"{args.image_size}x{args.image_size}, SGD-momentum, rho {args.rho}", flush=True)
     runners, chunked = {}, {}
     for label in args.methods:
         runners[label] = make_runner(label)
+        if len(runners) == 1:
+            print(f"jax {jax.__version__} on {len(devices)} x {devices[0].device_kind}; model "
+                  f"{args.model} {kwargs} ({runners[label]['n_params'] / 1e6:.2f}M params), batch "
+                  f"{args.batch} at {args.image_size}x{args.image_size}, SGD-momentum, rho "
+                  f"{args.rho}; the trainer's train step", flush=True)
         print(f"  compiled {label:<20} {runners[label]['compile_s']:6.1f} s", flush=True)
         if args.microbatch:
             name = f"{label} {args.batch // args.microbatch}x{args.microbatch}"

@@ -36,6 +36,17 @@ def test_bench_script_prints_its_table(tmp_path):
     assert rows["esam"]["ideal"] == pytest.approx(1 + 1 / 3 + 0.5)
 
 
+def test_bench_script_times_any_registry_model(tmp_path):
+    # A one-layer ViT (no BatchNorm: the trainer's step without batch statistics) compiles fast.
+    vit = json.dumps(dict(patch_size=4, image_size=8, hidden_size=8, num_layers=1, num_heads=1,
+                          mlp_dim=8))
+    stdout, rows = bench(tmp_path, "--steps", "1", "--methods", "none", "sam", "--model", "vit_s16",
+                         "--model-kwargs", vit)
+    assert "model vit_s16 {'patch_size': 4," in stdout and "the trainer's train step" in stdout
+    # Two forward+backward passes; the once-per-step update and finite check weigh on a tiny model.
+    assert 1.75 < rows["sam"]["flop_ratio"] <= 2.0
+
+
 def test_bench_script_times_microbatched_steps_beside_whole_ones(tmp_path):
     stdout, rows = bench(tmp_path, "--steps", "2", "--methods", "none", "sam", "--microbatch", "2",
                          env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
