@@ -28,7 +28,9 @@ class ModelConfig:
 class DataConfig:
     name: str = MISSING  # cifar10 | cifar100 | imagenet2012
     data_dir: Optional[str] = None  # TFDS data_dir; None: $TFDS_DATA_DIR, else ~/tensorflow_datasets
-    download: bool = False  # never download unless asked (offline TFDS retries for minutes)
+    # Prepare a missing CIFAR through TFDS when its host answers a 3 s probe (offline: fail in
+    # seconds, naming the fix, not after TFDS's minutes of retries); false: never download.
+    download: bool = True
     train_split: Optional[str] = None  # None: the dataset's train split; e.g. "train[:10%]"
     eval_split: Optional[str] = None
     # Held out from the training data and evaluated beside the test split (e.g. "train[45000:]",

@@ -83,8 +83,8 @@ def check_validation_split(cfg) -> None:
     from looksam.data import pipeline
 
     train_split = cfg.data.train_split or pipeline.spec(cfg.data.name).train_split
-    shared = pipeline.shared_examples(pipeline.builder(cfg.data.name, cfg.data.data_dir),
-                                      train_split, cfg.data.validation_split)
+    b = pipeline.builder(cfg.data.name, cfg.data.data_dir, download=cfg.data.download)
+    shared = pipeline.shared_examples(b, train_split, cfg.data.validation_split)
     if shared:
         raise ValueError(f"data.validation_split={cfg.data.validation_split!r} shares {shared} "
                          f"examples with data.train_split={train_split!r}: hold the validation "

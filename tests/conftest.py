@@ -9,6 +9,8 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# No test may download a dataset, whatever the network: a missing one fails in its probe.
+os.environ["LOOKSAM_OFFLINE"] = "1"
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402

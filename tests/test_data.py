@@ -122,6 +122,52 @@ def test_missing_dataset_fails_fast_with_the_fix(tmp_path):
         pipeline.builder("cifar1000", str(tmp_path))
 
 
+def test_offline_a_missing_dataset_fails_within_the_probe_naming_the_fix(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.delenv(pipeline.OFFLINE_VARIABLE)
+    probed = []
+
+    def unreachable(address, timeout):
+        probed.append((address, timeout))
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    prepared = []
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda self, *a, **k: prepared.append(self.name))
+    with pytest.raises(pipeline.DatasetNotPrepared) as info:
+        pipeline.builder("cifar10", str(tmp_path), download=True)
+    assert probed == [(("www.cs.toronto.edu", 443), 3.0)] and prepared == []
+    message = str(info.value)
+    assert "did not answer within 3 s" in message
+    assert f"python -m looksam.data prepare cifar10 --data-dir {tmp_path}" in message
+
+
+def test_a_missing_dataset_is_downloaded_when_its_host_answers(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.delenv(pipeline.OFFLINE_VARIABLE)
+
+    class Connection:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: Connection())
+    prepared = []
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda self, *a, **k: prepared.append((self.name, self.data_dir)))
+    b = pipeline.builder("cifar10", str(tmp_path), download=True)
+    assert prepared == [("cifar10", b.data_dir)] and b.data_dir.startswith(str(tmp_path))
+    # download=False, or $LOOKSAM_OFFLINE (set for every test), never downloads.
+    with pytest.raises(pipeline.DatasetNotPrepared, match="not prepared"):
+        pipeline.builder("cifar100", str(tmp_path), download=False)
+    monkeypatch.setenv(pipeline.OFFLINE_VARIABLE, "1")
+    with pytest.raises(pipeline.DatasetNotPrepared, match=r"LOOKSAM_OFFLINE is set"):
+        pipeline.builder("cifar100", str(tmp_path), download=True)
+    assert len(prepared) == 1
+
+
 def test_data_dir_from_environment(monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", "/some/where")
     assert pipeline.data_dir(None) == "/some/where"

@@ -37,13 +37,16 @@ class DatasetSpec:
     eval_ops: tuple
     train_examples: int  # the paper's epoch, for schedules scaled to another dataset
     manual: bool = False  # TFDS needs archives downloaded by hand (ImageNet)
+    download_host: str | None = None  # where TFDS downloads it from (probed before a download)
 
 
 DATASETS = {
     "cifar10": DatasetSpec("cifar10", "train", "test", 10, 32, (0.4914, 0.4822, 0.4465),
-                           (0.2470, 0.2435, 0.2616), (("cifar_crop_flip", {}),), (), 50_000),
+                           (0.2470, 0.2435, 0.2616), (("cifar_crop_flip", {}),), (), 50_000,
+                           download_host="www.cs.toronto.edu"),
     "cifar100": DatasetSpec("cifar100", "train", "test", 100, 32, (0.5071, 0.4865, 0.4409),
-                            (0.2673, 0.2564, 0.2762), (("cifar_crop_flip", {}),), (), 50_000),
+                            (0.2673, 0.2564, 0.2762), (("cifar_crop_flip", {}),), (), 50_000,
+                            download_host="www.cs.toronto.edu"),
     "imagenet2012": DatasetSpec("imagenet2012", "train", "validation", 1000, 224,
                                 (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                                 (("inception_crop", dict(size=224)),),
@@ -67,11 +70,29 @@ def spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def builder(name: str, directory: str | None = None, download: bool = False):
-    """The TFDS builder, checked to hold data: fails in seconds with the command that fixes it.
+PROBE_SECONDS = 3.0
+# Set (to anything) on a machine that must never download, e.g. air-gapped clusters and the tests.
+OFFLINE_VARIABLE = "LOOKSAM_OFFLINE"
 
-    TFDS on a machine without internet retries a download for minutes before failing, so nothing
-    is downloaded unless `download=True`.
+
+def reachable(host: str, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether host:443 accepts a connection within timeout seconds ($LOOKSAM_OFFLINE: never)."""
+    import socket
+
+    if os.environ.get(OFFLINE_VARIABLE):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def builder(name: str, directory: str | None = None, download: bool = False):
+    """The TFDS builder, checked to hold data, prepared first when it is missing, TFDS can
+    download it, `download` is on and its host answers: otherwise it fails in seconds, with the
+    command that fixes it. The probe matters: TFDS on a machine without internet retries a
+    download for minutes before failing.
     """
     import tensorflow_datasets as tfds
 
@@ -79,12 +100,20 @@ def builder(name: str, directory: str | None = None, download: bool = False):
     b = tfds.builder(ds_spec.tfds_name, data_dir=directory)
     if _has_data(b, ds_spec):
         return b
+    missing = (f"{name} is not prepared in {directory} (set data.data_dir or TFDS_DATA_DIR if it "
+               "lives elsewhere)")
     if download and not ds_spec.manual:
+        if not reachable(ds_spec.download_host):
+            why = f"${OFFLINE_VARIABLE} is set" if os.environ.get(OFFLINE_VARIABLE) else "offline?"
+            raise DatasetNotPrepared(
+                f"{missing}, and {ds_spec.download_host} did not answer within {PROBE_SECONDS:g} s "
+                f"({why}). " + prepare_instructions(name, directory))
+        import logging
+
+        logging.getLogger(__name__).warning("%s; downloading and preparing it now (once)", missing)
         b.download_and_prepare()
         return b
-    raise DatasetNotPrepared(f"{name} is not prepared in {directory} (set data.data_dir or "
-                             f"TFDS_DATA_DIR if it lives elsewhere). "
-                             + prepare_instructions(name, directory))
+    raise DatasetNotPrepared(f"{missing}. " + prepare_instructions(name, directory))
 
 
 def _has_data(b, ds_spec) -> bool:
