@@ -34,7 +34,7 @@ help:
 	@echo "make bench       step time of every sharpness-aware method (scripts/bench_methods.py)"
 	@echo "make list-tables every table of both papers: cells, paper hardware and time, estimates"
 	@echo "make reproduce-table1 .. -table7, reproduce-table-cifar10, reproduce-esam-table1 .. -table3,"
-	@echo "     reproduce-figure1/2/4, reproduce-esam-figure3/5/6, reproduce-all  [SCALE= SEEDS= ...]"
+	@echo "     reproduce-figure1/2/4, reproduce-esam-figure1/3/4/5/6, reproduce-all  [SCALE= SEEDS= ...]"
 
 install: $(STAMP)
 

@@ -6,6 +6,7 @@
     python -m results claims looksam_iclr_cifar10 --scale afternoon [--runs DIR] [--strict]
     python -m results record looksam_iclr_cifar10 --runs runs/evidence --scale afternoon
     python -m results sweep runs/evidence/looksam_iclr_cifar10/afternoon/resnet18/looksam5
+    python -m results landscape RUN_DIR [--scale cpu|paper] [--grid N] [--groups G] [--images M]
 
 `claims` prints a table's claim checks from the committed evidence (evidence/) unless --runs
 names a runs folder; --strict exits 1 when a claim fails. `record` copies a runs folder's
@@ -20,7 +21,7 @@ import pathlib
 import sys
 
 from reproduce import registry
-from results import claims, collect, evidence, render, sweep
+from results import claims, collect, evidence, landscape, render, sweep
 
 
 def portable_path(path) -> str:
@@ -144,6 +145,10 @@ def main(argv=None) -> int:
     rec.add_argument("--replace", action="store_true",
                      help="overwrite a recorded summary that differs (default: keep it)")
     rec.set_defaults(fn=_record)
+    la = sub.add_parser("landscape", help="the loss landscape around a run's final checkpoint "
+                                          "(ESAM Figure 4; results/landscape.py)")
+    landscape.add_arguments(la)  # JAX and the trainer are imported only when it runs
+    la.set_defaults(fn=landscape.main)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

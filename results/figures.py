@@ -2,7 +2,7 @@
 
 `plot:` keys, all optional; a missing or odd key falls back to a default and never raises:
 
-    type      scatter | lines | heatmap | bars | curves | diagnostics            (default: bars)
+    type      scatter | lines | heatmap | bars | curves | diagnostics | landscape  (default: bars)
     title, xlabel, ylabel                       text (defaults: the table's title, metric labels)
     panels    rows: one panel per table row (else one panel holds every row)
 
@@ -30,6 +30,10 @@
     y         the y axis label; cells: the "row/column" ids to draw (default: every cell)
     paper_curves  {label: [[x, y], ...]} points read off the paper's figure, drawn dashed.
     Without event files a panel says which data is missing.
+  landscape: one 3-D loss surface per cell (its first seed) from <seed dir>/<dir>/landscape.npz,
+    which `python -m results landscape <seed dir>` writes (results/landscape.py); dir (default
+    landscape); cells: the ids to draw (default: every cell); one z range for all. A cell
+    without the file says which command makes it.
 
 Panels "Paper" (its printed values; left out when it prints none) and "Ours (<scale>)" (mean over
 seeds, population std as error bars). Drawn on matplotlib's object API: no pyplot state, the Agg
@@ -51,7 +55,7 @@ from reproduce import registry
 from results import collect as collect_lib
 from results import render
 
-PLOT_TYPES = ("scatter", "heatmap", "lines", "bars", "curves", "diagnostics")
+PLOT_TYPES = ("scatter", "heatmap", "lines", "bars", "curves", "diagnostics", "landscape")
 DEFAULT_TAGS = {"curves": ["test_accuracy"], "diagnostics": ["train_sam_cos_g_gs", "train_sam_g_v_norm"]}
 LINESTYLES = {"solid": "-", "dashed": "--", "dotted": ":", "dashdot": "-."}
 
@@ -442,6 +446,36 @@ def curves(fig, table, results, plot, scale, context):
             ax.set_ylabel(ylabel)
 
 
+# ---- loss landscapes ---------------------------------------------------------------------------
+
+def landscapes(fig, table, results, plot, scale, context):
+    """A landscape is computed after training, not logged by it: read the files the `landscape`
+    command left in each seed folder, on one z range so the cells' sharpness compares by eye."""
+    from results import landscape as landscape_lib
+
+    wanted = plot.get("cells")
+    cells = [c for c in table.cells if not wanted or c.id in wanted]
+    subdir = str(plot.get("dir") or "landscape")
+    data = {}
+    for cell in cells:
+        seed_dir = _first_seed_dir(context.get("runs_dir"), table, scale, cell)
+        data[cell.id] = (seed_dir, landscape_lib.load(seed_dir / subdir) if seed_dir else None)
+    drawn = [d["loss"] for _, d in data.values() if d is not None]
+    zlim = (min(float(v.min()) for v in drawn), max(float(v.max()) for v in drawn)) if drawn else None
+    for i, cell in enumerate(cells):
+        seed_dir, result = data[cell.id]
+        label = f"{table.label('row', cell.row)}, {table.label('column', cell.column)}"
+        if result is None:
+            ax = fig.add_subplot(1, len(cells), i + 1)
+            where = seed_dir or registry.run_dir(context.get("runs_dir") or "<runs>", table.id, scale,
+                                                 cell.row, cell.column, 0)
+            _no_data(ax, f"no {subdir}/landscape.npz:\npython -m results landscape\n{where}")
+        else:
+            ax = fig.add_subplot(1, len(cells), i + 1, projection="3d")
+            landscape_lib.draw_surface(ax, result, zlim if zlim and zlim[1] > zlim[0] else None)
+        ax.set_title(label, fontsize=9)
+
+
 # ---- entry point -------------------------------------------------------------------------------
 
 def _other_table(plot, tables_dir, results_for):
@@ -463,6 +497,9 @@ def _other_table(plot, tables_dir, results_for):
 
 
 def _figsize(table, plot, kind) -> tuple[float, float]:
+    if kind == "landscape":
+        wanted = plot.get("cells")
+        return max(4.5 * len([c for c in table.cells if not wanted or c.id in wanted]), 6.0), 4.5
     if kind in ("curves", "diagnostics"):
         series, shared = _curve_series(plot, kind)
         n = len(_row_groups(table, plot)) if shared else len(series)
@@ -490,7 +527,7 @@ def draw(table, results, stem, runs_dir=None, scale: str = "cpu", tables_dir=Non
     try:
         context = {"runs_dir": runs_dir, "other": _other_table(plot, tables_dir, results_for)}
         draw_fn = {"scatter": xy, "lines": xy, "heatmap": heatmap, "bars": bars, "curves": curves,
-                   "diagnostics": curves}[kind]
+                   "diagnostics": curves, "landscape": landscapes}[kind]
         draw_fn(fig, table, results, plot, scale, context)
     except Exception as e:  # noqa: BLE001 - a figure we cannot draw becomes a note, not a crash
         print(f"warning: {table.id}: could not draw {kind}: {type(e).__name__}: {e}", file=sys.stderr)

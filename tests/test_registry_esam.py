@@ -14,8 +14,8 @@ from reproduce import registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-ESAM = ("esam_table1", "esam_table2", "esam_table3", "esam_figure3", "esam_figure5",
-        "esam_figure6")
+ESAM = ("esam_table1", "esam_table2", "esam_table3", "esam_figure1", "esam_figure3",
+        "esam_figure4", "esam_figure5", "esam_figure6")
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,14 @@ def test_every_file_loads(tables):
             assert len(cell.paper) == len(table.metrics)
     kinds = {name: t.kind for name, t in tables.items()}
     assert kinds == {"esam_table1": "table", "esam_table2": "table", "esam_table3": "table",
-                     "esam_figure3": "figure", "esam_figure5": "figure", "esam_figure6": "figure"}
+                     "esam_figure1": "figure", "esam_figure3": "figure", "esam_figure4": "figure",
+                     "esam_figure5": "figure", "esam_figure6": "figure"}
 
 
 def test_cell_counts(tables):
     counts = {name: len(t.cells) for name, t in tables.items()}
-    assert counts == {"esam_table1": 18, "esam_table2": 6, "esam_table3": 20,
-                      "esam_figure3": 56, "esam_figure5": 1, "esam_figure6": 1}
+    assert counts == {"esam_table1": 18, "esam_table2": 6, "esam_table3": 20, "esam_figure1": 3,
+                      "esam_figure3": 56, "esam_figure4": 3, "esam_figure5": 1, "esam_figure6": 1}
 
 
 def test_table1_printed_values(tables):
@@ -84,7 +85,7 @@ def test_table3_printed_values(tables):
 
 
 def test_figures_print_no_values(tables):
-    for name in ("esam_figure3", "esam_figure5", "esam_figure6"):
+    for name in ("esam_figure3", "esam_figure4", "esam_figure5", "esam_figure6"):
         t = tables[name]
         assert all(v is None for c in t.cells for v in c.paper), name
         assert t.plot.get("type"), name
