@@ -24,7 +24,7 @@ REPRODUCE = $(PY) -m reproduce run --scale $(SCALE) --launcher $(LAUNCHER) --run
 	$(foreach c,$(CELLS),--cells=$(c))
 TABLES = $(basename $(notdir $(wildcard reproduce/tables/*.yaml)))
 
-.PHONY: install test test-slow test-all lint bench clean help list-tables reproduce-all
+.PHONY: install test test-slow test-all lint bench clean help list-tables reproduce-all report
 
 help:
 	@echo "make install     create .venv and install the project with its dev tools"
@@ -35,6 +35,8 @@ help:
 	@echo "make list-tables every table of both papers: cells, paper hardware and time, estimates"
 	@echo "make reproduce-table1 .. -table7, reproduce-table-cifar10, reproduce-esam-table1 .. -table3,"
 	@echo "     reproduce-figure1/2/4, reproduce-esam-figure1/3/4/5/6, reproduce-all  [SCALE= SEEDS= ...]"
+	@echo "make report      one HTML page of every table and figure with its claims and figures:"
+	@echo "     RUNS=<runs folder or evidence> SCALE=...  ->  <RUNS>/renders/index.html"
 
 install: $(STAMP)
 
@@ -65,6 +67,10 @@ clean:
 
 list-tables: $(STAMP)
 	$(PY) -m reproduce list
+
+# RUNS=evidence SCALE=afternoon reports the committed evidence (evidence/renders/index.html).
+report: $(STAMP)
+	$(PY) -m results report --runs $(RUNS) --scale $(SCALE)
 
 # LookSAM (CVPR) tables and figures, the ICLR submission's CIFAR-10 table, ESAM's.
 reproduce-table-cifar10: $(STAMP)

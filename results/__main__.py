@@ -2,6 +2,7 @@
 
     python -m results render looksam_iclr_cifar10 --runs runs --scale cpu [--out runs/renders]
     python -m results render all --wandb ENTITY/PROJECT --scale paper
+    python -m results report --runs runs --scale cpu [--out runs/renders] [--redraw]
     python -m results list
     python -m results claims looksam_iclr_cifar10 --scale afternoon [--runs DIR] [--strict]
     python -m results record looksam_iclr_cifar10 --runs runs/evidence --scale afternoon
@@ -10,7 +11,8 @@
 
 `claims` prints a table's claim checks from the committed evidence (evidence/) unless --runs
 names a runs folder; --strict exits 1 when a claim fails. `record` copies a runs folder's
-completed runs into evidence/ (results/evidence.py).
+completed runs into evidence/ (results/evidence.py). `report` writes one HTML page of every table
+and figure with its claims and figures (<runs>/renders/index.html; results/report.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pathlib
 import sys
 
 from reproduce import registry
-from results import claims, collect, evidence, landscape, render, sweep
+from results import claims, collect, evidence, landscape, render, report, sweep
 
 
 def portable_path(path) -> str:
@@ -126,6 +128,16 @@ def main(argv=None) -> int:
     r.add_argument("--out", default=None,
                    help="output directory (default: <runs>/renders; evidence/renders for the evidence)")
     r.set_defaults(fn=_render)
+    rp = sub.add_parser("report", help="one HTML page of every table and figure with its claims "
+                                       "(<runs>/renders/index.html)")
+    rp.add_argument("--runs", default=os.environ.get("LOOKSAM_RUNS", "runs"),
+                    help="runs directory, or evidence for the committed evidence (default: "
+                         "$LOOKSAM_RUNS, else runs)")
+    rp.add_argument("--scale", default="cpu", choices=registry.scale_names())
+    rp.add_argument("--out", default=None, help="where index.html and the figures' PNGs go "
+                                                "(default: <runs>/renders)")
+    rp.add_argument("--redraw", action="store_true", help="draw every figure again, even up to date")
+    rp.set_defaults(fn=report.main)
     sub.add_parser("list", help="list the registry's tables and figures").set_defaults(fn=_list)
     c = sub.add_parser("claims", help="check a table's claims (committed evidence by default)")
     c.add_argument("table", choices=registry.names())

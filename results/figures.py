@@ -18,6 +18,13 @@
     points_from  {table: other id, columns: [...]}: that table's cells of the same row drawn as
               isolated points (ESAM Figure 3's SGD/SAM/ESAM dots)
     xscale, yscale  linear | log
+    normalise  scatter only: base | <column id> | {x: base | <column id>, y: ...}. Paper and ours
+              share one panel per row, each value relative to the same row's reference column of
+              its own source (hardware-bound images/s compare as ratios): an accuracy as the gain
+              over the reference (difference, displayed units), anything else as the ratio to it.
+              Colour: the column (legend); marker: paper (open squares) or ours (filled circles,
+              the seeds' std as error bars on both axes, divided by the reference for a ratio).
+              normalised_points() returns what is drawn; annotate and points_from do not apply.
   heatmap:  metric (default: the first accuracy metric) over rows (y) x columns (x); cmap.
   bars:     metric; one group per row, one bar per column.
   curves, diagnostics: TensorBoard scalars of each cell's first seed.
@@ -36,8 +43,8 @@
     without the file says which command makes it.
 
 Panels "Paper" (its printed values; left out when it prints none) and "Ours (<scale>)" (mean over
-seeds, population std as error bars). Drawn on matplotlib's object API: no pyplot state, the Agg
-(PNG) and SVG canvases are used directly.
+seeds, population std as error bars), except a normalised scatter, which draws both in one.
+Drawn on matplotlib's object API: no pyplot state, the Agg (PNG) and SVG canvases are used directly.
 """
 
 from __future__ import annotations
@@ -251,6 +258,168 @@ def xy(fig, table, results, plot, scale, context):
             ax.set_ylabel(plot.get("ylabel") or _label(table, y))
             _set_scale(ax, plot, "x")
             _set_scale(ax, plot, "y")
+
+
+# ---- normalised scatter ---------------------------------------------------------------------------
+
+def normalise_refs(table, plot) -> dict[str, str] | None:
+    """`normalise:` as {"x": column id, "y": column id}: base (the table's base_column), a column
+    id, or {x: ..., y: ...} per axis; None when the plot does not normalise (or names no column)."""
+    spec = plot.get("normalise")
+    if not spec:
+        return None
+    columns = {c["id"] for c in table.columns}
+
+    def ref(value):
+        value = table.base_column if value in ("base", True) else value
+        return value if value in columns else None
+
+    refs = ({axis: ref(spec.get(axis, "base")) for axis in ("x", "y")} if isinstance(spec, dict)
+            else {axis: ref(spec) for axis in ("x", "y")})
+    if not all(refs.values()):
+        print(f"warning: {table.id}: normalise {spec!r} names no column (base_column "
+              f"{table.base_column!r}); drawn unnormalised", file=sys.stderr)
+        return None
+    return refs
+
+
+def _relative(table, key) -> str:
+    """How a value of `key` compares to its reference: gain (accuracy: the difference, in the
+    metric's displayed units) or ratio (time, throughput and any key outside the metrics)."""
+    metric = _metric(table, key)
+    return "gain" if metric is not None and metric.kind == "accuracy" else "ratio"
+
+
+def relative(mode: str, value: float | None, ref: float | None) -> float | None:
+    if value is None or ref is None:
+        return None
+    if mode == "gain":
+        return value - ref
+    return value / ref if ref else None
+
+
+def _relative_err(mode: str, std: float | None, ref: float | None) -> float:
+    if not std or ref is None:
+        return 0.0
+    return std if mode == "gain" else (std / abs(ref) if ref else 0.0)
+
+
+def normalised_label(table, key, ref_column) -> str:
+    ref = table.label("column", ref_column)
+    if _relative(table, key) == "gain":
+        metric = _metric(table, key)
+        unit = "points" if metric.scale == 100 else "difference"
+        return f"{_label(table, key)}: gain over {ref} ({unit})"
+    return f"{_label(table, key)} relative to {ref} (x)"
+
+
+def _xy_keys(table, plot):
+    x = plot.get("x") or _default_key(table, render.RATIO_KINDS)
+    y = plot.get("y") or plot.get("metric") or _default_key(table, ("accuracy",))
+    return x, y
+
+
+def normalised_points(table, results, plot, scale: str = "cpu") -> list[dict]:
+    """The points a normalised scatter draws, paper's and ours on the same axes: per source
+    ("paper", "ours"), row and column (in series and column order) x and y relative to the
+    reference column of the same row and source (`normalise_refs`): a ratio, or for accuracy the
+    gain (difference in displayed units); xerr and yerr are the cell's own spread over seeds (the
+    paper's printed std) on that scale. A point whose value or reference is missing is left out.
+    [{source, row, column, series, x, y, xerr, yerr}]"""
+    refs = normalise_refs(table, plot)
+    x, y = _xy_keys(table, plot)
+    if refs is None or not x or not y:
+        return []
+    modes = {"x": _relative(table, x), "y": _relative(table, y)}
+    getters = [("paper", lambda t, cell, key: paper_value(t, cell, key)),
+               ("ours", lambda t, cell, key: ours_value(t, results, cell, key))]
+    if not _has_paper_values(table):
+        getters = getters[1:]
+    points = []
+    for source, value in getters:
+        for row in table.rows:
+            ref = {axis: value(table, _cell(table, row["id"], refs[axis]), key)[0]
+                   for axis, key in (("x", x), ("y", y))}
+            for i, series in enumerate(_series(table, plot)):
+                for column_id in series["columns"]:
+                    cell = _cell(table, row["id"], column_id)
+                    if cell is None:
+                        continue
+                    (vx, sx), (vy, sy) = value(table, cell, x), value(table, cell, y)
+                    px, py = relative(modes["x"], vx, ref["x"]), relative(modes["y"], vy, ref["y"])
+                    if px is None or py is None:
+                        continue
+                    points.append({"source": source, "row": row["id"], "column": column_id, "series": i,
+                                   "x": px, "y": py, "xerr": _relative_err(modes["x"], sx, ref["x"]),
+                                   "yerr": _relative_err(modes["y"], sy, ref["y"])})
+    return points
+
+
+# Ours first, so that the paper's open squares stay visible on top of a coinciding point.
+SOURCE_STYLE = {"ours": {"marker": "o", "fill": None, "line": "-"},
+                "paper": {"marker": "s", "fill": "none", "line": "--"}}
+
+
+def normalised_scatter(fig, table, results, plot, scale, context):
+    """Paper and ours in one panel per row, on axes relative to the reference columns: the colour
+    is the column (legend), the marker the source (paper: open squares, ours: filled circles, with
+    the seeds' std as error bars on both axes)."""
+    from matplotlib.lines import Line2D
+
+    refs = normalise_refs(table, plot)
+    x, y = _xy_keys(table, plot)
+    points = normalised_points(table, results, plot, scale)
+    columns = [c["id"] for c in table.columns]
+    sources_shown = {"paper": "Paper", "ours": f"Ours ({scale})"}
+    rows = list(table.rows)
+    used_columns, used_sources = set(), set()
+    for r, row in enumerate(rows):
+        ax = fig.add_subplot(len(rows), 1, r + 1)
+        row_points = [p for p in points if p["row"] == row["id"]]
+        refs_text = " and ".join(dict.fromkeys(table.label("column", c) for c in refs.values()))
+        if not row_points:
+            _no_data(ax, f"no values: no cell with a value and a reference ({refs_text}) to divide by")
+            ax.set_title(str(row["label"]), fontsize=9)
+            continue
+        for source, style in SOURCE_STYLE.items():
+            mine = [p for p in row_points if p["source"] == source]
+            if not mine:
+                continue
+            used_sources.add(source)
+            if plot.get("connect"):
+                for i in sorted({p["series"] for p in mine}):
+                    line = [p for p in mine if p["series"] == i]
+                    ax.plot([p["x"] for p in line], [p["y"] for p in line], style["line"], color="0.6",
+                            linewidth=1, zorder=1)
+            for p in mine:
+                color = f"C{columns.index(p['column']) % 10}"
+                used_columns.add(p["column"])
+                ax.errorbar([p["x"]], [p["y"]], xerr=[p["xerr"]] if p["xerr"] else None,
+                            yerr=[p["yerr"]] if p["yerr"] else None, fmt=style["marker"], color=color,
+                            markerfacecolor=style["fill"] or color, markersize=7, capsize=2,
+                            zorder=3 if source == "paper" else 2)
+        missing = [sources_shown[s] for s in sources_shown if s not in {p["source"] for p in row_points}
+                   and (s == "ours" or _has_paper_values(table))]
+        if missing:
+            ax.text(0.01, 0.01, f"{', '.join(missing)}: no points (a cell or its reference "
+                    f"{refs_text} has no value)", transform=ax.transAxes, fontsize=7, color="0.4")
+        for axis, key in (("x", x), ("y", y)):
+            reference = 0.0 if _relative(table, key) == "gain" else 1.0
+            (ax.axvline if axis == "x" else ax.axhline)(reference, color="0.8", linestyle=":", zorder=0)
+        ax.set_title(f"{row['label']}: " + " and ".join(sources_shown[s] for s in sources_shown
+                                                         if s in {p["source"] for p in row_points}),
+                     fontsize=9)
+        ax.set_xlabel(plot.get("xlabel") or normalised_label(table, x, refs["x"]))
+        ax.set_ylabel(plot.get("ylabel") or normalised_label(table, y, refs["y"]))
+        _set_scale(ax, plot, "x")
+        _set_scale(ax, plot, "y")
+    handles = [Line2D([], [], marker="o", linestyle="", color=f"C{columns.index(c) % 10}",
+                      label=table.label("column", c)) for c in columns if c in used_columns]
+    handles += [Line2D([], [], marker=SOURCE_STYLE[s]["marker"], linestyle=SOURCE_STYLE[s]["line"],
+                       color="0.3", markerfacecolor="none" if s == "paper" else "0.3", label=sources_shown[s])
+                for s in sources_shown if s in used_sources]
+    if handles:  # beside the first panel, outside the data (constrained layout makes room)
+        fig.axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
 
 
 # ---- heatmap and bars ---------------------------------------------------------------------------
@@ -523,11 +692,15 @@ def draw(table, results, stem, runs_dir=None, scale: str = "cpu", tables_dir=Non
     if results_for is None and runs_dir is not None:
         def results_for(other):
             return collect_lib.collect(other, runs_dir, scale)
-    fig = Figure(figsize=_figsize(table, plot, kind), layout="constrained")
+    normalised = kind == "scatter" and normalise_refs(table, plot) is not None
+    size = (7.5, 4.6 * max(len(table.rows), 1)) if normalised else _figsize(table, plot, kind)
+    fig = Figure(figsize=size, layout="constrained")
     try:
         context = {"runs_dir": runs_dir, "other": _other_table(plot, tables_dir, results_for)}
         draw_fn = {"scatter": xy, "lines": xy, "heatmap": heatmap, "bars": bars, "curves": curves,
                    "diagnostics": curves, "landscape": landscapes}[kind]
+        if normalised:
+            draw_fn = normalised_scatter
         draw_fn(fig, table, results, plot, scale, context)
     except Exception as e:  # noqa: BLE001 - a figure we cannot draw becomes a note, not a crash
         print(f"warning: {table.id}: could not draw {kind}: {type(e).__name__}: {e}", file=sys.stderr)

@@ -506,43 +506,92 @@ def latex(table, results, scale: str) -> str:
 
 # ---- HTML -------------------------------------------------------------------------------------
 
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+
+# Shared by the per-table pages and the report (results/report.py, which adds its own): a readable
+# measure, bordered tables that scroll sideways when wide, figures no wider than the page.
+STYLE = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1d1d1f;
+  margin:0 auto;padding:0 1.5rem 4rem;max-width:72rem}
+h1,h2,h3,h4{line-height:1.25;margin:1.6em 0 .5em}
+h1{font-size:1.6rem}h2{font-size:1.3rem}h3{font-size:1.1rem}h4{font-size:1rem}
+p,li,blockquote{max-width:48rem}
+code{font:.9em ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;
+  background:#f1f1f4;border-radius:3px;padding:0 .25em}
+blockquote{margin:1em 0;padding:.2em 1em;border-left:4px solid #c8ccd4;color:#444}
+.scroll{overflow-x:auto;margin:1em 0}
+table{border-collapse:collapse;font-size:.85rem}
+th,td{border:1px solid #b8bcc6;padding:.3em .5em;vertical-align:top;text-align:left}
+thead th{background:#eef0f4}
+tbody tr:nth-child(even){background:#fafbfc}
+figure{margin:1em 0}
+img{max-width:100%;height:auto;border:1px solid #e3e5ea}
+"""
+
+
+def inline_html(text: str) -> str:
+    """`text` escaped for HTML, with the one inline Markdown construct our texts use, `code`
+    spans, as <code> (what the Markdown render shows as code)."""
+    return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text))
+
+
 def _html_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["<table>", "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
-             "<tbody>"]
+    lines = ['<div class="scroll"><table>',
+             "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>", "<tbody>"]
     lines += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
-    return lines + ["</tbody>", "</table>"]
+    return lines + ["</tbody>", "</table></div>"]
 
 
-def html_page(table, results, scale: str, source: str) -> str:
-    e = html.escape
-    heading = title(table)
-    lines = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">', f"<title>{e(heading)}</title>",
-             "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px;"
-             "vertical-align:top}</style></head><body>", f"<h1>{e(heading)}</h1>"]
+def _html_list(items: list[str]) -> list[str]:
+    return ["<ul>"] + [f"<li>{inline_html(x)}</li>" for x in items] + ["</ul>"]
+
+
+def html_body(table, results, scale: str, source: str, images: tuple[str, ...] = (),
+              level: int = 1, anchor: str | None = None) -> list[str]:
+    """The Markdown render's content as HTML elements: the title as <h`level`> (with id `anchor`),
+    its sections one level below; images: relative paths of the figure's PNGs."""
+    e, h, sub = inline_html, f"h{level}", f"h{min(level + 1, 6)}"
+    ident = f' id="{html.escape(anchor)}"' if anchor else ""
+    lines = [f"<{h}{ident}>{e(title(table))}</{h}>"]
     lines += [f"<p>{e(line)}</p>" for line in header_lines(table, results, scale, source)]
     if table.caption:
         lines.append(f"<blockquote>{e(table.caption.strip())}</blockquote>")
+    lines += [f'<figure><img src="{html.escape(image)}" alt="{html.escape(title(table))}"></figure>'
+              for image in images]
     rows = [[e(label)] + ["" if t is None else "<br>".join(e(x) for x in t) for t in texts]
             for label, texts in grid(table, results)]
     lines += _html_table([""] + [e(c["label"]) for c in table.columns], rows)
     costs = cost_grid(table, results)
     if costs:
-        lines += ["<h2>Cost relative to the base column</h2>", f"<p>{e(cost_caption(table))}</p>"]
+        lines += [f"<{sub}>Cost relative to the base column</{sub}>", f"<p>{e(cost_caption(table))}</p>"]
         lines += _html_table(["Method", "paper", "measured", "ideal (spec)"],
                              [[e(x) for x in row] for row in costs])
-    lines.append("<h2>Claims</h2>")
+    lines.append(f"<{sub}>Claims</{sub}>")
     if table.claims:
         checks = claims_lib.check_table(table, results)
         lines.append(f"<p>{e(claims_lib.summary_line(checks))}. {e(CLAIMS_LEGEND)}</p>")
-        lines += _html_table([e(h) for h in CLAIM_HEAD],
+        lines += _html_table([e(x) for x in CLAIM_HEAD],
                              [[e(x) for x in row] for row in claim_rows(table, results)])
-        lines += ["<ul>"] + [f"<li>{e(x)}</li>" for x in claim_notes(table)] + ["</ul>"]
+        lines += _html_list(claim_notes(table))
     else:
         lines.append(f"<p>None to check: {e(table.claims_reason or '')}</p>")
+    failed = incomplete(table, results)
+    if failed:
+        lines += [f"<{sub}>Runs not completed</{sub}>"] + _html_list(failed)
     if table.notes:
-        lines += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{e(' '.join(n.split()))}</li>" for n in table.notes]
-        lines.append("</ul>")
-    return "\n".join(lines + ["</body></html>"]) + "\n"
+        lines += [f"<{sub}>Notes</{sub}>"] + _html_list([" ".join(n.split()) for n in table.notes])
+    return lines
+
+
+def html_document(heading: str, body: list[str]) -> str:
+    head = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{html.escape(heading)}</title>", f"<style>{STYLE}</style>", "</head><body>"]
+    return "\n".join(head + body + ["</body></html>"]) + "\n"
+
+
+def html_page(table, results, scale: str, source: str, images: tuple[str, ...] = ()) -> str:
+    return html_document(title(table), html_body(table, results, scale, source, images))
 
 
 # ---- files ------------------------------------------------------------------------------------
@@ -573,7 +622,7 @@ def rendered_seeds(path: pathlib.Path) -> int | None:
 
 def write(table, results, scale: str, source: str, out, runs_dir=None, tables_dir=None,
           results_for=None) -> dict[str, pathlib.Path]:
-    """Writes `<out>/<id>_<scale>.{md,tex,html}` (a figure: its PNG/SVG and a Markdown stub);
+    """Writes `<out>/<id>_<scale>.{md,tex,html}` (a figure: its PNG/SVG, Markdown and HTML);
     returns the paths by suffix. runs_dir: TensorBoard curves; tables_dir and results_for (table
     -> results): another table a figure takes points from."""
     out = pathlib.Path(out)
@@ -599,6 +648,6 @@ def write(table, results, scale: str, source: str, out, runs_dir=None, tables_di
     if table.kind != "figure":
         paths["tex"] = out / f"{stem}.tex"
         paths["tex"].write_text(latex(table, results, scale))
-        paths["html"] = out / f"{stem}.html"
-        paths["html"].write_text(html_page(table, results, scale, source))
+    paths["html"] = out / f"{stem}.html"
+    paths["html"].write_text(html_page(table, results, scale, source, images))
     return paths

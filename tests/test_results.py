@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import re
 
@@ -270,3 +271,102 @@ def test_collect_wandb_maps_runs_to_cells():
     assert results["resnet18/sam"].status == "running"
     assert results["resnet18/sam5"].status == "failed"
     assert results["resnet50/sgd"].status == "missing"
+
+
+# ---- HTML and the report ----------------------------------------------------------------------------
+
+def test_html_renders_inline_code_not_backticks(rendered):
+    _, _, paths, md = rendered
+    page = paths["html"].read_text()
+    assert "`cpu`" in md and "<code>cpu</code>" in page
+    assert "`" not in page  # every code span of the Markdown became <code>
+    assert render.inline_html("a `x<y` & `z`") == "a <code>x&lt;y</code> &amp; <code>z</code>"
+
+
+def test_report_indexes_every_table_and_embeds_figures(tmp_path, monkeypatch):
+    from results import report
+
+    runs = tmp_path / "runs"
+    write_summary(runs, TABLE, "resnet18/sgd", 0, **completed(0.8, ips=1000.0))
+    for column, acc, ips in (("k1", 0.60, 130.0), ("k5", 0.59, 200.0), ("adamw", 0.55, 240.0)):
+        write_summary(runs, "looksam_figure4", f"vit_b16/{column}", 0, **completed(acc, ips=ips))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", "--runs", "runs", "--scale", SCALE]) == 0
+    index = runs / "renders" / "index.html"
+    page = index.read_text()
+    assert re.findall(r'<tr (?:class="not-run" )?data-table="([^"]+)">', page) == registry.names()
+    ran = re.findall(r'<section class="report" data-table="([^"]+)">', page)
+    assert ran == ["looksam_figure4", TABLE]
+    assert page.count('class="not-run"') == len(registry.names()) - 2
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert images == ["looksam_figure4_cpu.png"]
+    assert (index.parent / images[0]).read_bytes()[:4] == b"\x89PNG"
+    assert "`" not in page and "<code>cpu</code>" in page and "Claims</h3>" in page
+    # Up to date: not drawn again; a newer summary makes it stale.
+    png = index.parent / images[0]
+    before = png.stat().st_mtime_ns
+    report.build(runs, SCALE)
+    assert png.stat().st_mtime_ns == before
+    summary = runs / "looksam_figure4" / SCALE / "vit_b16" / "k1" / "seed0" / "summary.json"
+    later = before / 1e9 + 10
+    os.utime(summary, (later, later))
+    report.build(runs, SCALE)
+    assert png.stat().st_mtime_ns != before
+
+
+# ---- normalised scatter -------------------------------------------------------------------------------
+
+def _points(points):
+    return {(p["source"], p["column"]): tuple(round(p[k], 6) for k in ("x", "y", "xerr", "yerr"))
+            for p in points}
+
+
+def test_normalised_points_by_hand(throughput_table):
+    table, runs = throughput_table("figure", "{type: scatter, normalise: base}")
+    results = collect.collect(table, runs, SCALE)
+    points = _points(figures.normalised_points(table, results, table.plot, SCALE))
+    # Paper: SGD 79.8 @ 3434, LookSAM-5 80.5 ± 0.1 @ 1717, SAM 80.7 @ null (no x: left out).
+    # Ours: SGD 70.0 @ 1000; LookSAM-5 71, 73 @ 590, 610: 72.0 ± 1.0 @ 600 ± 10; SAM not run.
+    assert points == {("paper", "sgd"): (1.0, 0.0, 0.0, 0.0),
+                      ("paper", "looksam5"): (0.5, 0.7, 0.0, 0.1),
+                      ("ours", "sgd"): (1.0, 0.0, 0.0, 0.0),
+                      ("ours", "looksam5"): (0.6, 2.0, 0.01, 1.0)}
+    per_axis = {**table.plot, "normalise": {"x": "looksam5", "y": "base"}}
+    points = _points(figures.normalised_points(table, results, per_axis, SCALE))
+    assert points[("paper", "sgd")] == (2.0, 0.0, 0.0, 0.0)
+    assert points[("ours", "looksam5")] == (1.0, 2.0, round(10 / 600, 6), 1.0)
+    assert points[("ours", "sgd")] == (round(1000 / 600, 6), 0.0, 0.0, 0.0)
+    assert figures.normalised_points(table, results, {"normalise": "nonsense"}, SCALE) == []
+
+
+def test_figure4_normalised_on_one_axis():
+    table = registry.load("looksam_figure4")
+    assert figures.normalise_refs(table, table.plot) == {"x": "k1", "y": "adamw"}
+    results = {}
+    for column, accs, ips in (("k1", (0.60, 0.62), (130.0, 130.0)), ("k5", (0.60,), (200.0,)),
+                              ("adamw", (0.55,), (260.0,))):
+        seeds = {f"seed{i}": ("completed", completed(a, ips=v))
+                 for i, (a, v) in enumerate(zip(accs, ips, strict=True))}
+        results[f"vit_b16/{column}"] = collect.cell_result(seeds, collect.metric_keys(table))
+    points = _points(figures.normalised_points(table, results, table.plot, SCALE))
+    # The text's points relative to SAM's 12,800 images/s and as gains over AdamW's 74.7%; AdamW has
+    # no printed images/s, k = 2, 15, 20 no printed values: left out.
+    assert {k: v for k, v in points.items() if k[0] == "paper"} == {
+        ("paper", "k1"): (1.0, 5.1, 0.0, 0.0), ("paper", "k5"): (round(19051 / 12800, 6), 5.1, 0.0, 0.0),
+        ("paper", "k10"): (1.6, 4.0, 0.0, 0.0)}
+    # Ours: SAM 61.0 ± 1.0 @ 130, LookSAM-5 60.0 @ 200, AdamW 55.0 @ 260.
+    assert {k: v for k, v in points.items() if k[0] == "ours"} == {
+        ("ours", "k1"): (1.0, 6.0, 0.0, 1.0), ("ours", "k5"): (round(200 / 130, 6), 5.0, 0.0, 0.0),
+        ("ours", "adamw"): (2.0, 0.0, 0.0, 0.0)}
+
+
+@pytest.mark.parametrize("plot", ["{type: scatter, normalise: base, connect: true}",
+                                  "{type: scatter, normalise: {x: sam, y: base}}",
+                                  "{type: scatter, normalise: nonsense}"])
+def test_normalised_scatter_draws(throughput_table, tmp_path, capsys, plot):
+    table, runs = throughput_table("figure", plot)
+    paths = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    err = capsys.readouterr().err
+    assert "could not draw" not in err
+    assert ("names no column" in err) == ("nonsense" in plot)
