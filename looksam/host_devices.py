@@ -2,7 +2,7 @@
 
 XLA:CPU runs one device's convolutions on few threads, so one device leaves most cores idle:
 on a 2-core machine a CIFAR ResNet-18 SGD step takes 16.2 s on one device and 7.4-7.7 s on two
-(docs/bench/, README "Speed on a CPU"). Every entry point (`looksam-train`, `python -m reproduce
+(docs/bench/, docs/measurements.md "Speed on a CPU: host devices"). Every entry point (`looksam-train`, `python -m reproduce
 run`, the make targets, which all start `looksam.train`) therefore asks XLA for as many host devices
 as the batch divides over, up to the cores this process may use, unless the user said otherwise:
 a `--xla_force_host_platform_device_count` already in XLA_FLAGS, or `trainer.num_devices` (which
