@@ -233,10 +233,12 @@ def test_data_name_typo_is_rejected():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_scale_never_changes_sam(experiment):
-    # The experiments have sam.m null; a table's m may change (next tests).
+    # Only m may change: it must keep dividing the preset's batch (scaled_m, next tests).
     raw = OmegaConf.to_container(compose_cfg(f"experiment={experiment}").sam)
     for scale in SCALES:
-        assert OmegaConf.to_container(scaled(f"experiment={experiment}", f"scale={scale}").sam) == raw
+        cfg = scaled(f"experiment={experiment}", f"scale={scale}")
+        want = dict(raw, m=config.scaled_m(raw["m"], cfg.trainer.batch_size, cfg.trainer.microbatch))
+        assert OmegaConf.to_container(cfg.sam) == want
 
 
 @pytest.mark.parametrize("m, batch, microbatch, want", [
