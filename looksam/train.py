@@ -17,19 +17,32 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.metadata
 import json
 import logging
 import math
 import os
+import platform
 import signal
 import subprocess
 import threading
 import time
 from typing import Any, NamedTuple
 
+import hydra
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from clu import metrics as clu_metrics
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from looksam import host_devices
+from looksam import checkpoint, config, distributed, host_devices, models, optim, tracking
+from looksam.data import pipeline, synthetic
 
 log = logging.getLogger("looksam.train")
 
@@ -57,9 +70,6 @@ def code_version() -> str:
 def make_loss_fn(model, batch_stats, dropout_key):
     """loss_fn(params, batch) -> (per-example losses, aux) for the estimator. BatchNorm statistics
     and the dropout key are closed over, so the clean and perturbed passes of a step share them."""
-    import jax.numpy as jnp
-    import optax
-
     def loss_fn(params, batch):
         variables = {"params": params}
         if batch_stats is not None:
@@ -80,8 +90,6 @@ def make_loss_fn(model, batch_stats, dropout_key):
 
 def check_validation_split(cfg) -> None:
     """The validation split must be held out of training, or selecting on it would flatter."""
-    from looksam.data import pipeline
-
     train_split = cfg.data.train_split or pipeline.spec(cfg.data.name).train_split
     b = pipeline.builder(cfg.data.name, cfg.data.data_dir, download=cfg.data.download)
     shared = pipeline.shared_examples(b, train_split, cfg.data.validation_split)
@@ -93,9 +101,6 @@ def check_validation_split(cfg) -> None:
 
 
 def make_train_step(model, tx, est, schedule, root_key):
-    import jax
-    import optax
-
     def train_step(state: TrainState, batch, sam_step):
         # Keys come from (seed, step): restoring the step counter restores the randomness.
         step_key = jax.random.fold_in(root_key, state.est_state.step)
@@ -118,18 +123,11 @@ def make_train_step(model, tx, est, schedule, root_key):
 def all_finite(tree):
     """Whether every float in tree is finite: exact (a global norm would overflow first), and one
     pass over the state per step, small beside the forward and backward passes."""
-    import jax
-    import jax.numpy as jnp
-
     checks = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
 
 
 def make_eval_step(model):
-    import jax.numpy as jnp
-    import optax
-    from clu import metrics as clu_metrics
-
     def eval_step(state: TrainState, batch):
         variables = {"params": state.params}
         if state.batch_stats is not None:
@@ -165,8 +163,6 @@ class PreemptionNotice:
     SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self):
-        import jax
-
         self.multiprocess = jax.process_count() > 1
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
@@ -180,8 +176,6 @@ class PreemptionNotice:
 
     def __call__(self, step: int) -> bool:
         if self.multiprocess:
-            from jax.experimental import multihost_utils
-
             if multihost_utils.reached_preemption_sync_point(step):
                 self.signum = signal.SIGTERM
         return self.signum is not None
@@ -200,8 +194,6 @@ class PreemptionNotice:
 
 def base_optimizer(cfg, steps_per_epoch: int, epoch_steps: int):
     """(schedule, optax transformation): the lr follows the linear rule from base_batch."""
-    from looksam import optim
-
     o, sched = cfg.optimizer, cfg.schedule
     lr = o.lr * (cfg.trainer.batch_size / o.base_batch if o.base_batch else 1.0)
     warmup = (sched.warmup_steps if sched.warmup_steps is not None
@@ -215,9 +207,6 @@ def base_optimizer(cfg, steps_per_epoch: int, epoch_steps: int):
 
 
 def initial_state(model, tx, est, image_size: int, root_key) -> TrainState:
-    import jax
-    import jax.numpy as jnp
-
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, image_size, image_size, 3)),
                                              train=False))(jax.random.fold_in(root_key, 2**31 - 1))
     params = variables["params"]
@@ -226,9 +215,6 @@ def initial_state(model, tx, est, image_size: int, root_key) -> TrainState:
 
 def batch_shape(cfg, ds_spec, sharding) -> dict:
     """The global training batch, abstract: labels are one-hot rows once mixup or smoothing is on."""
-    import jax
-    import jax.numpy as jnp
-
     n, size = cfg.trainer.batch_size, ds_spec.image_size
     soft = cfg.data.mixup_alpha > 0 or cfg.data.label_smoothing > 0
     label = ((n, ds_spec.num_classes), jnp.float32) if soft else ((n,), jnp.int32)
@@ -239,8 +225,6 @@ def batch_shape(cfg, ds_spec, sharding) -> dict:
 def compile_steps(train_step, est, state, batch) -> dict:
     """One compiled step per branch the schedule takes ({False, True} for LookSAM-k): the host
     picks the branch, so a reuse step runs exactly one forward and backward pass."""
-    import jax
-
     branches = sorted({est.is_sam_step(s) for s in range(est.period)})
     return {branch: jax.jit(functools.partial(train_step, sam_step=branch), donate_argnums=0)
             .lower(state, batch).compile() for branch in branches}
@@ -248,8 +232,6 @@ def compile_steps(train_step, est, state, batch) -> dict:
 
 def run(cfg, workdir: str) -> dict:
     """Trains cfg (a composed DictConfig) in workdir; returns the summary also written there."""
-    from looksam import config, distributed, host_devices
-
     cfg = config.apply_scale(cfg)
     est = config.validate(cfg)  # every check before any compilation
     host_devices.configure(cfg.trainer)  # before JAX starts: split the batch over the CPU cores
@@ -259,17 +241,8 @@ def run(cfg, workdir: str) -> dict:
     return _train(cfg, est, workdir)
 
 
-def _train(cfg, est, workdir: str) -> dict:
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from looksam import checkpoint, config, models, tracking
-    from looksam.data import pipeline, synthetic
-
-    t_start = time.perf_counter()
-    t = cfg.trainer
+def make_mesh(t):
+    """(devices, replicated, sharded): the `data` mesh over the devices this run trains on."""
     if t.num_devices and jax.process_count() > 1:
         raise ValueError("trainer.num_devices picks local devices of a one-process run; with "
                          f"{jax.process_count()} processes leave it null (every device of every process)")
@@ -278,43 +251,296 @@ def _train(cfg, est, workdir: str) -> dict:
                          f"{jax.local_device_count()} {jax.devices()[0].platform} device(s); choose "
                          f"1 to {jax.local_device_count()}, or null for all of them")
     devices = jax.devices()[: t.num_devices] if t.num_devices else jax.devices()
-    mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    log.info("training on %d %s device(s) of %d process(es); XLA_FLAGS=%r", len(devices),
-             devices[0].platform, jax.process_count(), os.environ.get("XLA_FLAGS", ""))
     for key in ("batch_size", "eval_batch_size"):
         if t[key] % len(devices):
             raise ValueError(f"trainer.{key}={t[key]} must divide over the {len(devices)} devices "
                              f"of {jax.process_count()} process(es)")
+    mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    return devices, NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+
+def check_resumable(ckpt, summary_path: str, resolved: dict, workdir: str) -> dict:
+    """The finished summary in workdir, if any, after checking that it and the newest checkpoint
+    are this config's: a sweep sharing one workdir must not mix runs or hand every job the first
+    one's result."""
+    latest = ckpt.latest_step()
+    if latest is not None:
+        config.check_same_run(ckpt.extra(latest).get("config"), resolved,
+                              f"checkpoint step {latest}", workdir)
+    finished = previous_summary(summary_path)
+    if finished.get("status") not in (None, "failed"):  # a failure's config may be unresolved
+        config.check_same_run(finished.get("config"), resolved, "summary.json", workdir)
+    return finished
+
+
+@dataclasses.dataclass
+class Inputs:
+    """The run's batch streams, on device: TFDS + tf.data, or numpy under data.mock (no
+    TensorFlow needed: looksam/data/synthetic.py)."""
+    cfg: Any
+    sharding: Any
+
+    def __post_init__(self):
+        d = self.cfg.data
+        self.spec = pipeline.spec(d.name)
+        self.tfds_kw = dict(directory=d.data_dir, download=d.download,
+                            synthetic=d.mock_examples if d.mock else None)
+        self.mock_kw = dict(image_size=self.spec.image_size, num_classes=self.spec.num_classes,
+                            process_index=jax.process_index(), process_count=jax.process_count())
+
+    def steps_per_epoch(self) -> int:
+        return max(pipeline.steps_per_epoch(self.cfg.data.name, self.cfg.trainer.batch_size,
+                                            split=self.cfg.data.train_split, **self.tfds_kw), 1)
+
+    def train(self, start_step: int):
+        d, t = self.cfg.data, self.cfg.trainer
+        if d.mock:
+            batches = synthetic.train_batches(
+                d.mock_examples, global_batch=t.batch_size, seed=t.seed, start_step=start_step,
+                mixup_alpha=d.mixup_alpha, label_smoothing=d.label_smoothing,
+                split=d.train_split or self.spec.train_split, **self.mock_kw)
+        else:
+            batches = pipeline.as_numpy(pipeline.train_dataset(
+                d.name, global_batch=t.batch_size, seed=t.seed, split=d.train_split,
+                randaugment=tuple(d.randaugment) if d.randaugment else None,
+                mixup_alpha=d.mixup_alpha, label_smoothing=d.label_smoothing,
+                shuffle_buffer=d.shuffle_buffer, start_step=start_step, shards=d.input_shards,
+                **self.tfds_kw))
+        return pipeline.prefetch_to_devices(batches, self.sharding)
+
+    def eval(self, split: str | None):
+        d, t = self.cfg.data, self.cfg.trainer
+        if d.mock:
+            batches = synthetic.eval_batches(d.mock_examples, global_batch=t.eval_batch_size,
+                                             split=split or self.spec.eval_split, **self.mock_kw)
+        else:
+            batches = pipeline.as_numpy(pipeline.eval_dataset(
+                d.name, global_batch=t.eval_batch_size, split=split, **self.tfds_kw))
+        return pipeline.prefetch_to_devices(batches, self.sharding)
+
+
+class MetricsWindow:
+    """The step metrics since the last host sync, fetched together (one device_get per window,
+    not per step), and the wall time of the training steps between syncs (input included;
+    compilation, evaluation and checkpointing left out), for images/s."""
+
+    def __init__(self, tracker, total_steps: int, batch_size: int, nan_policy: str, train_loss=None):
+        self.tracker, self.total_steps, self.batch_size = tracker, total_steps, batch_size
+        self.nan_policy = nan_policy
+        self.pending: list[dict] = []
+        self.train_loss = train_loss
+        self.drift: dict[str, float] = {}  # LookSAM's g_v drift over the last window
+        self.seconds, self.timed_steps, self._steps = 0.0, 0, 0
+        self._start = time.perf_counter()
+
+    def add(self, metrics) -> None:
+        self.pending.append(metrics)
+        self._steps += 1
+
+    def stop_clock(self) -> None:
+        """At a sync point (after block_until_ready): the steps since the last one are timed."""
+        self.seconds += time.perf_counter() - self._start
+        self.timed_steps += self._steps
+        self._steps = 0
+
+    def start_clock(self) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def images_per_sec(self) -> float | None:
+        return self.timed_steps * self.batch_size / self.seconds if self.seconds else None
+
+    def flush(self, step: int) -> int | None:
+        """Logs the window's means; returns the first step whose loss or new state was not finite
+        (None if all were, or under nan_policy=ignore)."""
+        if not self.pending:
+            return None
+        window, self.pending = jax.device_get(self.pending), []
+        finite = np.array([bool(m.pop("finite")) and np.isfinite(m["loss"]) for m in window])
+        if not finite.all() and self.nan_policy == "stop":
+            return step - len(window) + 1 + int(np.argmin(finite))
+        # NaN marks "not measured this step" (diagnostics taken every few steps).
+        means = {k: float(np.nanmean(v)) for k in window[0]
+                 if not np.isnan(v := np.array([m[k] for m in window], np.float64)).all()}
+        sam_rows = [m for m in window if m["sam_step"] == 1.0]
+        for key in ("cos_g_gs", "g_v_norm", "sharpness", "selected_fraction"):
+            if sam_rows and key in sam_rows[0]:
+                means[f"sam_{key}"] = float(np.mean([m[key] for m in sam_rows]))
+        self.train_loss = means["loss"]
+        self.drift.update({k: means[k] for k in DRIFT_KEYS if k in means})
+        rate = self.images_per_sec or 0.0
+        eta = (self.total_steps - step) * self.batch_size / rate if rate else float("nan")
+        self.tracker.scalars(step, {f"train_{k}": v for k, v in means.items()}
+                             | {"images_per_sec": rate, "eta_minutes": eta / 60})
+        log.info("step %d/%d  loss %.4f  accuracy %.4f  %.1f images/s  ETA %.1f min", step,
+                 self.total_steps, means["loss"], means["accuracy"], rate, eta / 60)
+        return None
+
+
+@dataclasses.dataclass
+class Progress:
+    """What a run has measured so far, carried in every checkpoint so a resumed run goes on."""
+    counters: dict = dataclasses.field(
+        default_factory=lambda: {"sam_steps": 0, "reuse_steps": 0, "passes": 0.0})
+    best_test_accuracy: float | None = None
+    best_validation_accuracy: float | None = None
+    history: list = dataclasses.field(default_factory=list)  # one row per evaluation
+    last_eval: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_checkpoint(cls, extra: dict) -> Progress:
+        return cls(**{f.name: extra[f.name] for f in dataclasses.fields(cls) if f.name in extra})
+
+    def count(self, est, sam_step: bool) -> None:
+        self.counters["sam_steps" if sam_step else "reuse_steps"] += 1
+        self.counters["passes"] += est.passes(sam_step)
+
+    def record_eval(self, step: int, epoch: float, results: dict, window: MetricsWindow) -> dict:
+        """Keeps an evaluation's results; returns the best accuracies so far."""
+        self.last_eval = results
+        self.best_test_accuracy = max(self.best_test_accuracy or 0.0, results["test_accuracy"])
+        bests = {"best_test_accuracy": self.best_test_accuracy}
+        if "validation_accuracy" in results:
+            self.best_validation_accuracy = max(self.best_validation_accuracy or 0.0,
+                                                results["validation_accuracy"])
+            bests["best_validation_accuracy"] = self.best_validation_accuracy
+        self.history.append({"step": step, "epoch": epoch, "train_loss": window.train_loss}
+                            | window.drift | results)
+        log.info("eval at step %d (epoch %.2f): test accuracy %.2f%%, test loss %.4f, best %.2f%%%s",
+                 step, epoch, 100 * results["test_accuracy"], results["test_loss"],
+                 100 * self.best_test_accuracy,
+                 f", validation accuracy {100 * results['validation_accuracy']:.2f}%"
+                 if "validation_accuracy" in results else "")
+        return bests
+
+
+def run_summary(cfg, resolved, est, *, status, message, step, total_steps, steps_per_epoch,
+                progress: Progress, window: MetricsWindow, devices, compile_s, t_start,
+                wandb_id) -> dict:
+    last = progress.last_eval
+    ips = window.images_per_sec
+    return {
+        "config": resolved, "table": cfg.table, "cell": cfg.cell, "seed": cfg.trainer.seed,
+        "status": status, "message": message, "step": step, "total_steps": total_steps,
+        "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+        "final_test_accuracy": last.get("test_accuracy"),
+        "final_test_loss": last.get("test_loss"), "best_test_accuracy": progress.best_test_accuracy,
+        "final_validation_accuracy": last.get("validation_accuracy"),
+        "best_validation_accuracy": progress.best_validation_accuracy,
+        "final_train_loss": window.train_loss, "history": progress.history,
+        "images_per_sec": ips,
+        "images_per_sec_per_device": ips / len(devices) if ips else None,
+        "seconds_per_epoch": (steps_per_epoch * window.seconds / window.timed_steps
+                              if window.timed_steps else None),
+        "compile_seconds": compile_s, "total_seconds": time.perf_counter() - t_start,
+        "cost": dict(progress.counters, ideal_cost=est.ideal_cost),
+        "hardware": environment(devices),
+        "code_version": code_version(), "wandb_id": wandb_id,
+    }
+
+
+def write_summary(path: str, summary: dict) -> None:
+    if jax.process_index() == 0:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=1, default=str)
+        os.replace(tmp, path)  # never a half-written summary
+
+
+def restore_or_init(ckpt, state, sharding, workdir: str):
+    """(state, step, checkpoint extra): the newest checkpoint's, else the fresh state's at step 0."""
+    state, step, extra = jax.device_put(state, sharding), ckpt.latest_step() or 0, {}
+    if step:
+        state, extra = ckpt.restore(step, state)
+        log.info("resuming from step %d in %s", step, workdir)
+    ckpt.check_space(state)
+    return state, step, extra
+
+
+def make_tracker(cfg, workdir: str, resolved: dict, resume_id: str | None):
+    lg = cfg.logger
+    tracker = tracking.Tracker(
+        workdir, resolved, mode=lg.wandb_mode, project=lg.project, entity=lg.entity,
+        group=lg.group, tags=list(lg.tags), name=lg.name, resume_id=resume_id,
+        tensorboard=lg.tensorboard, is_main=jax.process_index() == 0)
+    tracker.hparams(config.flatten(resolved))
+    return tracker
+
+
+def evaluate_splits(eval_step, state, inputs: Inputs) -> dict[str, float]:
+    """The test split's accuracy and loss, and the validation split's when there is one."""
+    d = inputs.cfg.data
+    results = evaluate(eval_step, state, inputs.eval(d.eval_split))
+    if d.validation_split:
+        results |= evaluate(eval_step, state, inputs.eval(d.validation_split), prefix="validation")
+    return results
+
+
+def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, eval_every,
+               steps_per_epoch, window, progress, ckpt, tracker, report, preempted, resolved):
+    """Steps from `step` to total_steps (host dispatch of the compiled branch est.is_sam_step
+    picks); at each sync point logs the metrics window, evaluates and checkpoints when due.
+    Returns (status, message, the last step): completed, diverged or preempted."""
+    t = cfg.trainer
+    status, message = "completed", ""
+    while step < total_steps:
+        sam_step = est.is_sam_step(step)
+        state, metrics = steps[sam_step](state, next(batches))
+        window.add(metrics)
+        progress.count(est, sam_step)
+        step += 1
+        report(step)
+        stopping = preempted(step)
+        log_now = step % t.log_every_steps == 0 or step == total_steps or stopping
+        due_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps or stopping
+        due_eval = (step % eval_every == 0 or step == total_steps) and not stopping
+        if not (log_now or due_ckpt or due_eval):
+            continue
+        jax.block_until_ready(state)
+        window.stop_clock()
+        bad_step = window.flush(step) if log_now or due_ckpt else None
+        if bad_step is not None:  # checked before this step's checkpoint could be saved
+            ckpt.wait()  # the save in flight is a good one: name it
+            status, message = "diverged", (f"non-finite training loss or state at step {bad_step}; "
+                                           f"the last good checkpoint (step {ckpt.latest_step()}) is kept")
+            log.error(message)
+            break
+        if due_eval:
+            with report.timed("eval", wait_jax_async_dispatch=False):
+                results = evaluate(state)
+            tracker.scalars(step, results | progress.record_eval(step, step / steps_per_epoch,
+                                                                 results, window))
+        if due_ckpt:
+            with report.timed("checkpoint", wait_jax_async_dispatch=False):
+                ckpt.save(step, state, dataclasses.asdict(progress) | {
+                    "step": step, "wandb_id": tracker.run_id, "train_loss": window.train_loss,
+                    "config": resolved}, force=step == total_steps or stopping)
+        if stopping:
+            status, message = "preempted", (f"stopped by a preemption notice after step {step} "
+                                            "and checkpointed; rerun the same command to resume")
+            log.warning(message)
+            break
+        window.start_clock()
+    return status, message, step
+
+
+def _train(cfg, est, workdir: str) -> dict:
+    t_start, t = time.perf_counter(), cfg.trainer
+    devices, replicated, sharded = make_mesh(t)
+    log.info("training on %d %s device(s) of %d process(es); XLA_FLAGS=%r", len(devices),
+             devices[0].platform, jax.process_count(), os.environ.get("XLA_FLAGS", ""))
     if cfg.data.validation_split and not cfg.data.mock:
         check_validation_split(cfg)
     os.makedirs(workdir, exist_ok=True)
-    summary_path = os.path.join(workdir, "summary.json")
-    resolved = config.to_dict(cfg)
-
+    summary_path, resolved = os.path.join(workdir, "summary.json"), config.to_dict(cfg)
+    inputs = Inputs(cfg, sharded)
     with contextlib.ExitStack() as stack:
         ckpt = stack.enter_context(checkpoint.Checkpointer(
             os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints,
             every_steps=t.checkpoint_every_steps))
-        # A rerun here resumes the checkpoint or returns the summary: both must be this config's, or
-        # a sweep sharing one workdir would mix runs or hand every job the first one's result.
-        latest = ckpt.latest_step()
-        if latest is not None:
-            config.check_same_run(ckpt.extra(latest).get("config"), resolved,
-                                  f"checkpoint step {latest}", workdir)
-        finished = previous_summary(summary_path)
-        if finished.get("status") not in (None, "failed"):  # a failure's config may be unresolved
-            config.check_same_run(finished.get("config"), resolved, "summary.json", workdir)
-
-        ds_spec = pipeline.spec(cfg.data.name)
-        data_kw = dict(directory=cfg.data.data_dir, download=cfg.data.download,
-                       synthetic=cfg.data.mock_examples if cfg.data.mock else None)
-        # The mock path is numpy only (looksam.data.synthetic): no TensorFlow needed.
-        mock_kw = dict(image_size=ds_spec.image_size, num_classes=ds_spec.num_classes,
-                       process_index=jax.process_index(), process_count=jax.process_count())
-        steps_per_epoch = max(pipeline.steps_per_epoch(
-            cfg.data.name, t.batch_size, split=cfg.data.train_split, **data_kw), 1)
+        finished = check_resumable(ckpt, summary_path, resolved, workdir)
+        steps_per_epoch = inputs.steps_per_epoch()
         epoch_steps = math.ceil(t.epochs * steps_per_epoch)  # the schedule's length
         total_steps = min(epoch_steps, t.max_steps or epoch_steps)
         eval_every = max(1, round(t.eval_every_epochs * steps_per_epoch))
@@ -322,204 +548,41 @@ def _train(cfg, est, workdir: str) -> dict:
             log.info("%s already completed %d steps; nothing to do", workdir, finished["step"])
             return finished
 
-        model = models.create(cfg.model.name, num_classes=ds_spec.num_classes,
+        model = models.create(cfg.model.name, num_classes=inputs.spec.num_classes,
                               dtype=jnp.dtype(cfg.model.dtype), **cfg.model.kwargs)
         schedule, tx = base_optimizer(cfg, steps_per_epoch, epoch_steps)
         root_key = jax.random.key(t.seed)
-        size = ds_spec.image_size
-        state = jax.device_put(initial_state(model, tx, est, size, root_key), replicated)
-
-        start_step, extra = 0, {}
-        if latest is not None:
-            state, extra = ckpt.restore(latest, state)
-            start_step = latest
-            log.info("resuming from step %d in %s", start_step, workdir)
-        ckpt.check_space(state)
-
-        tracker = stack.enter_context(tracking.Tracker(
-            workdir, resolved, mode=cfg.logger.wandb_mode, project=cfg.logger.project,
-            entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),
-            name=cfg.logger.name, resume_id=extra.get("wandb_id"), tensorboard=cfg.logger.tensorboard,
-            is_main=jax.process_index() == 0))
-
-        est = dataclasses.replace(est, batch_sharding=sharded)
-        tracker.hparams(config.flatten(resolved))
-        # clu's progress report: steps/s and ETA scalars, and the share of time spent in eval and
-        # checkpointing; the log line below adds loss, accuracy and images/s.
+        state, step, extra = restore_or_init(ckpt, initial_state(
+            model, tx, est, inputs.spec.image_size, root_key), replicated, workdir)
+        tracker = stack.enter_context(make_tracker(cfg, workdir, resolved, extra.get("wandb_id")))
+        # clu's progress report: steps/s, ETA, and the time share of eval and checkpointing.
         report = tracking.progress_report(tracker.writer, total_steps, t.log_every_steps)
-        train_step = make_train_step(model, tx, est, schedule, root_key)
-        eval_step = jax.jit(make_eval_step(model))
+        est = dataclasses.replace(est, batch_sharding=sharded)
         t0 = time.perf_counter()
-        steps = compile_steps(train_step, est, state, batch_shape(cfg, ds_spec, sharded))
+        steps = compile_steps(make_train_step(model, tx, est, schedule, root_key), est, state,
+                              batch_shape(cfg, inputs.spec, sharded))
         compile_s = time.perf_counter() - t0
         log.info("compiled %d train step function(s) in %.1f s", len(steps), compile_s)
-        tracker.scalars(start_step, {"compile_seconds": compile_s})
-
-        def train_batches(start):
-            if cfg.data.mock:
-                batches = synthetic.train_batches(
-                    cfg.data.mock_examples, global_batch=t.batch_size, seed=t.seed,
-                    start_step=start, mixup_alpha=cfg.data.mixup_alpha,
-                    label_smoothing=cfg.data.label_smoothing,
-                    split=cfg.data.train_split or ds_spec.train_split, **mock_kw)
-            else:
-                batches = pipeline.as_numpy(pipeline.train_dataset(
-                    cfg.data.name, global_batch=t.batch_size, seed=t.seed,
-                    split=cfg.data.train_split,
-                    randaugment=tuple(cfg.data.randaugment) if cfg.data.randaugment else None,
-                    mixup_alpha=cfg.data.mixup_alpha, label_smoothing=cfg.data.label_smoothing,
-                    shuffle_buffer=cfg.data.shuffle_buffer, start_step=start,
-                    shards=cfg.data.input_shards, **data_kw))
-            return pipeline.prefetch_to_devices(batches, sharded)
-
-        def eval_batches(split):
-            if cfg.data.mock:
-                batches = synthetic.eval_batches(cfg.data.mock_examples,
-                                                 global_batch=t.eval_batch_size,
-                                                 split=split or ds_spec.eval_split, **mock_kw)
-            else:
-                batches = pipeline.as_numpy(pipeline.eval_dataset(
-                    cfg.data.name, global_batch=t.eval_batch_size, split=split, **data_kw))
-            return pipeline.prefetch_to_devices(batches, sharded)
-
-        def evaluate_all():
-            results = evaluate(eval_step, state, eval_batches(cfg.data.eval_split))
-            if cfg.data.validation_split:
-                results |= evaluate(eval_step, state, eval_batches(cfg.data.validation_split),
-                                    prefix="validation")
-            return results
-
-        counters = extra.get("counters", {"sam_steps": 0, "reuse_steps": 0, "passes": 0.0})
-        best = extra.get("best_test_accuracy")
-        best_validation = extra.get("best_validation_accuracy")
-        # One row per evaluation: the learning curve a summary carries (results/ draws it).
-        history: list[dict] = extra.get("history", [])
-        last_eval: dict[str, float] = extra.get("last_eval", {})
-        train_loss = extra.get("train_loss")
-        # Throughput counts the wall time between synchronisation points (input included),
-        # leaving out compilation (done above), evaluation and checkpointing.
-        train_seconds, timed_steps, window_steps = 0.0, 0, 0
-        pending: list[dict] = []
-        drift: dict[str, float] = {}  # LookSAM's g_v drift over the last window, for the history
-        status, message = "completed", ""
-
-        def flush(step):
-            """Fetch the window's metrics; the first step whose loss or new state was not finite
-            (None if all were, or under nan_policy=ignore)."""
-            nonlocal pending, train_loss
-            if not pending:
-                return None
-            window = jax.device_get(pending)
-            pending = []
-            finite = np.array([bool(m.pop("finite")) and np.isfinite(m["loss"]) for m in window])
-            if not finite.all() and t.nan_policy == "stop":
-                return step - len(window) + 1 + int(np.argmin(finite))
-            # NaN marks "not measured this step" (diagnostics taken every few steps).
-            means = {k: float(np.nanmean(v)) for k in window[0]
-                     if not np.isnan(v := np.array([m[k] for m in window], np.float64)).all()}
-            sam_rows = [m for m in window if m["sam_step"] == 1.0]
-            for key in ("cos_g_gs", "g_v_norm", "sharpness", "selected_fraction"):
-                if sam_rows and key in sam_rows[0]:
-                    means[f"sam_{key}"] = float(np.mean([m[key] for m in sam_rows]))
-            train_loss = means["loss"]
-            drift.update({k: means[k] for k in DRIFT_KEYS if k in means})
-            rate = timed_steps * t.batch_size / train_seconds if train_seconds else 0.0
-            eta = (total_steps - step) * t.batch_size / rate if rate else float("nan")
-            tracker.scalars(step, {f"train_{k}": v for k, v in means.items()}
-                            | {"images_per_sec": rate, "eta_minutes": eta / 60})
-            log.info("step %d/%d  loss %.4f  accuracy %.4f  %.1f images/s  ETA %.1f min", step,
-                     total_steps, means["loss"], means["accuracy"], rate, eta / 60)
-            return None
-
+        tracker.scalars(step, {"compile_seconds": compile_s})
+        eval_step = jax.jit(make_eval_step(model))
+        progress = Progress.from_checkpoint(extra)
+        window = MetricsWindow(tracker, total_steps, t.batch_size, t.nan_policy, extra.get("train_loss"))
         preempted = PreemptionNotice()
         stack.callback(preempted.close)
-        batches = train_batches(start_step)
-        step = start_step
-        window_start = time.perf_counter()
-        while step < total_steps:
-            sam_step = est.is_sam_step(step)
-            state, metrics = steps[sam_step](state, next(batches))
-            pending.append(metrics)
-            step += 1
-            window_steps += 1
-            counters["sam_steps" if sam_step else "reuse_steps"] += 1
-            counters["passes"] += est.passes(sam_step)
-            report(step)
-            stopping = preempted(step)
-            log_now = step % t.log_every_steps == 0 or step == total_steps or stopping
-            due_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps or stopping
-            due_eval = (step % eval_every == 0 or step == total_steps) and not stopping
-            if not (log_now or due_ckpt or due_eval):
-                continue
-            jax.block_until_ready(state)
-            train_seconds += time.perf_counter() - window_start
-            timed_steps += window_steps
-            window_steps = 0
-            bad_step = flush(step) if log_now or due_ckpt else None
-            if bad_step is not None:  # checked before this step's checkpoint could be saved
-                status = "diverged"
-                ckpt.wait()  # the save in flight is a good one: name it
-                message = (f"non-finite training loss or state at step {bad_step}; the last good "
-                           f"checkpoint (step {ckpt.latest_step()}) is kept")
-                log.error(message)
-                break
-            if due_eval:
-                with report.timed("eval", wait_jax_async_dispatch=False):
-                    last_eval = evaluate_all()
-                best = max(best or 0.0, last_eval["test_accuracy"])
-                bests = {"best_test_accuracy": best}
-                if "validation_accuracy" in last_eval:
-                    best_validation = max(best_validation or 0.0, last_eval["validation_accuracy"])
-                    bests["best_validation_accuracy"] = best_validation
-                tracker.scalars(step, last_eval | bests)
-                history.append({"step": step, "epoch": step / steps_per_epoch,
-                                "train_loss": train_loss} | drift | last_eval)
-                log.info("eval at step %d (epoch %.2f): test accuracy %.2f%%, test loss %.4f, "
-                         "best %.2f%%%s", step, step / steps_per_epoch,
-                         100 * last_eval["test_accuracy"], last_eval["test_loss"], 100 * best,
-                         f", validation accuracy {100 * last_eval['validation_accuracy']:.2f}%"
-                         if "validation_accuracy" in last_eval else "")
-            if due_ckpt:
-                with report.timed("checkpoint", wait_jax_async_dispatch=False):
-                    ckpt.save(step, state, {
-                        "step": step, "wandb_id": tracker.run_id, "best_test_accuracy": best,
-                        "best_validation_accuracy": best_validation, "history": history,
-                        "last_eval": last_eval, "train_loss": train_loss, "counters": counters,
-                        "config": resolved},
-                        force=step == total_steps or stopping)
-            if stopping:
-                status, message = "preempted", (f"stopped by a preemption notice after step {step} "
-                                                "and checkpointed; rerun the same command to resume")
-                log.warning(message)
-                break
-            window_start = time.perf_counter()
+        status, message, step = train_loop(
+            cfg, est, steps, state, step, inputs.train(step), evaluate=functools.partial(
+                evaluate_splits, eval_step, inputs=inputs), total_steps=total_steps,
+            eval_every=eval_every, steps_per_epoch=steps_per_epoch, window=window,
+            progress=progress, ckpt=ckpt, tracker=tracker, report=report, preempted=preempted,
+            resolved=resolved)
         ckpt.wait()
-
-        images_per_sec = timed_steps * t.batch_size / train_seconds if train_seconds else None
-        summary = {
-            "config": resolved, "table": cfg.table, "cell": cfg.cell, "seed": t.seed,
-            "status": status, "message": message, "step": step, "total_steps": total_steps,
-            "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-            "final_test_accuracy": last_eval.get("test_accuracy"),
-            "final_test_loss": last_eval.get("test_loss"), "best_test_accuracy": best,
-            "final_validation_accuracy": last_eval.get("validation_accuracy"),
-            "best_validation_accuracy": best_validation,
-            "final_train_loss": train_loss, "history": history,
-            "images_per_sec": images_per_sec,
-            "images_per_sec_per_device": images_per_sec / len(devices) if images_per_sec else None,
-            "seconds_per_epoch": steps_per_epoch * train_seconds / timed_steps if timed_steps else None,
-            "compile_seconds": compile_s, "total_seconds": time.perf_counter() - t_start,
-            "cost": dict(counters, ideal_cost=est.ideal_cost),
-            "hardware": environment(devices),
-            "code_version": code_version(), "wandb_id": tracker.run_id,
-        }
+        summary = run_summary(cfg, resolved, est, status=status, message=message, step=step,
+                              total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                              progress=progress, window=window, devices=devices,
+                              compile_s=compile_s, t_start=t_start, wandb_id=tracker.run_id)
         tracker.summary({k: v for k, v in summary.items() if k not in ("config", "history")})
         tracker.finish(status)
-    if jax.process_index() == 0:
-        tmp = summary_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=1, default=str)
-        os.replace(tmp, summary_path)  # never a half-written summary
+    write_summary(summary_path, summary)
     if status == "preempted":  # the job is going away: end it (and a sweep with it)
         preempted.forward()
     return summary
@@ -533,17 +596,11 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or platform.machine()
 
 
 def environment(devices) -> dict:
     """What a run ran on, for comparing its images/s with another's."""
-    import importlib.metadata
-
-    import jax
-
     def version(name):
         try:
             return importlib.metadata.version(name)
@@ -569,8 +626,6 @@ def write_failure(workdir: str, cfg, error: BaseException) -> None:
     """A failed run still leaves a summary (results/ marks the cell failed); nothing else is touched.
     A workdir holding another config's run is not this run's, and a completed run's result outlives
     a failed rerun (e.g. one pointed at a wrong data_dir): those summaries stay as they are."""
-    from looksam import config
-
     path = os.path.join(workdir, "summary.json")
     if isinstance(error, config.ConfigMismatch) or previous_summary(path).get("status") == "completed":
         return
@@ -587,12 +642,6 @@ def write_failure(workdir: str, cfg, error: BaseException) -> None:
 
 
 def main() -> None:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from looksam import config
-
     config.register()
 
     # An absolute path: the console script and `python -m` work from any directory.
