@@ -55,6 +55,7 @@ import pathlib
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 TABLES_DIR = pathlib.Path(__file__).resolve().parent / "tables"
 SCALES_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "scale"
@@ -230,17 +231,6 @@ class Table:
         return next(i["label"] for i in items if i["id"] == item_id)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-        duplicates = sorted({k for k in keys if keys.count(k) > 1}, key=str)
-        if duplicates:
-            raise ValueError(f"duplicate key(s) {duplicates} {node.start_mark}")
-        return super().construct_mapping(node, deep=deep)
-
-
 def _paper_values(value, n_metrics: int, where: str) -> tuple:
     if value is None:
         return (None,) * n_metrics
@@ -260,7 +250,10 @@ def load(table_id: str, directory: pathlib.Path = TABLES_DIR) -> Table:
     path = directory / f"{table_id}.yaml"
     if not path.exists():
         raise ValueError(f"unknown table {table_id!r}; choose one of {names(directory)}")
-    raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    try:  # OmegaConf's loader refuses a key given twice in one mapping (PyYAML keeps the last)
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: {e}") from None
     where = str(path)
     if raw.get("id") != table_id:
         raise ValueError(f"{where}: id {raw.get('id')!r} must equal the file name {table_id!r}")

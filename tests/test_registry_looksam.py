@@ -204,3 +204,10 @@ def test_m_follows_the_scaled_batch(table_id, cell_id):
             cfg = config.apply_scale(_compose(list(cell.overrides) + [f"scale={scale}"]))
             est = config.validate(cfg)
             assert (cfg.sam.m, est.m) == (want, None if est.method == "none" else want), scale
+
+
+def test_a_key_given_twice_in_a_table_file_is_refused(tmp_path):
+    text = (registry.TABLES_DIR / "looksam_table6.yaml").read_text()
+    (tmp_path / "looksam_table6.yaml").write_text(text + "\nseeds: 2\n")  # `seeds` again
+    with pytest.raises(ValueError, match=r"(?s)looksam_table6.yaml.*duplicate key seeds"):
+        registry.load("looksam_table6", tmp_path)
