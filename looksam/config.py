@@ -13,7 +13,10 @@ frequency); it never touches `sam`, the method or its hyper-parameters (`apply_s
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from flax import traverse_util
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from looksam.sam import estimator as sam_defaults
 
 
 @dataclass
@@ -74,13 +77,14 @@ class ScheduleConfig:
 @dataclass
 class SamConfig:
     method: str = "none"  # a looksam.sam method; only its own hyper-parameters are passed on
-    rho: float = 0.05
-    k: int = 5
-    alpha: float = 0.7
-    beta: float = 0.6
-    gamma: float = 0.5
-    adaptive: bool = False
-    m: Optional[int] = None
+    # The defaults are the estimator's own (looksam.sam.DEFAULTS), stated once there.
+    rho: float = sam_defaults.DEFAULTS["rho"]
+    k: int = sam_defaults.DEFAULTS["k"]
+    alpha: float = sam_defaults.DEFAULTS["alpha"]
+    beta: float = sam_defaults.DEFAULTS["beta"]
+    gamma: float = sam_defaults.DEFAULTS["gamma"]
+    adaptive: bool = sam_defaults.DEFAULTS["adaptive"]
+    m: Optional[int] = sam_defaults.DEFAULTS["m"]
     drift_interval: Optional[int] = None  # LookSAM Figure 2 diagnostic (methods perturbing every step)
     subset_cosines: bool = False  # ESAM Figure 6 diagnostic (esam with gamma < 1; one extra pass)
 
@@ -314,15 +318,10 @@ def to_dict(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"sam": {"k": 5}} -> {"sam.k": 5} (TensorBoard's hparams, config comparisons)."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def flatten(tree: dict) -> dict:
+    """{"sam": {"k": 5}} -> {"sam.k": 5} (TensorBoard's hparams, config comparisons); an empty
+    dict leaves no key, so `changes` still sees the keys a free-form dict gains or loses."""
+    return traverse_util.flatten_dict(tree, sep=".")
 
 
 # What a rerun in the same workdir may change: where and how the run executes, logs and

@@ -62,7 +62,7 @@ def parse_args(argv=None):
                    help="the cnn's widths, when --model-kwargs does not give them")
     p.add_argument("--steps", type=int, default=10, help="steps per timed block (a multiple of k)")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--rho", type=float, default=0.05)
+    p.add_argument("--rho", type=float, default=None, help="default: looksam.sam.DEFAULTS")
     p.add_argument("--host-devices", type=int, default=None,
                    help="simulate N CPU devices (sets XLA_FLAGS before JAX starts)")
     p.add_argument("--microbatch", type=int, default=None,
@@ -107,7 +107,7 @@ def main(argv=None):
 
     def make_runner(label, microbatch=None):
         method, hp, in_graph = METHODS[label]
-        if method != "none":
+        if method != "none" and args.rho is not None:
             hp = dict(hp, rho=args.rho)
         est = sam.make(method, **hp, batch_sharding=sharded, microbatch=microbatch,
                        **({} if in_graph is None else dict(in_graph=in_graph)))
@@ -149,7 +149,8 @@ def main(argv=None):
             print(f"jax {jax.__version__} on {len(devices)} x {devices[0].device_kind}; model "
                   f"{args.model} {kwargs} ({runners[label]['n_params'] / 1e6:.2f}M params), batch "
                   f"{args.batch} at {args.image_size}x{args.image_size}, SGD-momentum, rho "
-                  f"{args.rho}; the trainer's train step", flush=True)
+                  f"{sam.DEFAULTS['rho'] if args.rho is None else args.rho}; the trainer's "
+                  "train step", flush=True)
         print(f"  compiled {label:<20} {runners[label]['compile_s']:6.1f} s", flush=True)
         if args.microbatch:
             name = f"{label} {args.batch // args.microbatch}x{args.microbatch}"
