@@ -219,8 +219,10 @@ def test_resume_compares_what_a_run_computes():
                                   "scale.epochs=2", "trainer.seed=1"))
     assert config.changes(base, other) == [
         "model.kwargs.width: 4 -> 8", "trainer.epochs: 1.0 -> 2.0", "trainer.seed: 0 -> 1"]
-    assert config.changes({"sam": {"rho": 0.05}}, {"sam": {}}) == ["sam: <unset> -> {}",
-                                                                  "sam.rho: 0.05 -> <unset>"]
+    # A key a free-form dict loses counts (an empty dict leaves no key of its own).
+    assert config.changes({"sam": {"rho": 0.05}}, {"sam": {}}) == ["sam.rho: 0.05 -> <unset>"]
+    assert config.changes({"model": {"kwargs": {}}}, {"model": {"kwargs": {"width": 8}}}) == [
+        "model.kwargs.width: <unset> -> 8"]
 
 
 def test_data_name_typo_is_rejected():
