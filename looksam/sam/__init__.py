@@ -15,8 +15,9 @@ from looksam.sam.estimator import (
     Estimator,
     EstimatorState,
     GradientOutput,
+    Parts,
     make,
 )
 
 __all__ = ["DEFAULTS", "HPARAMS", "METHODS", "Estimator", "EstimatorState", "GradientOutput",
-           "make"]
+           "Parts", "make"]

@@ -17,10 +17,28 @@ import optax.tree_utils as otu
 
 from looksam.sam import batching, diagnostics, esam, look, perturb
 
-METHODS = ("none", "sam", "sam_k", "looksam", "layersam", "look_layersam", "esam")
-PERIODIC = ("sam_k", "looksam", "look_layersam")
-REUSES_G_V = ("looksam", "look_layersam")
-LAYERWISE = ("layersam", "look_layersam")
+
+class _Kind(NamedTuple):
+    """What a method's name alone fixes; `resolve` adds the hyper-parameters to make `Parts`."""
+    perturbs: bool  # has SAM steps at all
+    periodic: bool  # a SAM step every k steps, plain steps between
+    reuses_g_v: bool  # LookSAM: the plain steps add back the stored g_v
+    layerwise: bool  # LayerSAM: epsilon scaled per layer by xi_l = ||w_l|| / ||g_l||
+    esam: bool  # ESAM: SWP (beta) and SDS (gamma)
+
+
+# The one place that reads a method's name: everything downstream asks for a part, so that a
+# method means the same thing wherever it is used.
+_KINDS = {  # perturbs, periodic, reuses_g_v, layerwise, esam
+    "none": _Kind(False, False, False, False, False),
+    "sam": _Kind(True, False, False, False, False),
+    "sam_k": _Kind(True, True, False, False, False),
+    "looksam": _Kind(True, True, True, False, False),
+    "layersam": _Kind(True, False, False, True, False),
+    "look_layersam": _Kind(True, True, True, True, False),
+    "esam": _Kind(True, False, False, False, True),
+}
+METHODS = tuple(_KINDS)
 
 # Each method's own hyper-parameters; `microbatch` applies to all, `adaptive` and `m` to every
 # method with a perturbation. ESAM's `subset_cosines` is a diagnostic (ESAM Figure 6) that costs a
@@ -38,6 +56,40 @@ DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, adaptive=False, m
                 microbatch=None, in_graph="auto", batch_sharding=None, drift_interval=None,
                 subset_cosines=False)
 IN_GRAPH = ("auto", "cond", "select")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """A method resolved into what it is made of. The estimator branches on these, never on the
+    method's name, so a method is its combination of parts (esam with beta = gamma = 1 has the
+    parts of sam, plus its metrics)."""
+    period: int  # a SAM step every `period` steps: k for sam_k, looksam, look_layersam; else 1
+    reuses_g_v: bool  # LookSAM: SAM steps store g_v, the other steps add it back to g
+    perturbation: str  # epsilon's form: "none", "sam" (rho g/||g||), "layer" (xi_l), "adaptive"
+    swp: bool  # ESAM's SWP (beta < 1): epsilon from a random subset of the leaves of g
+    sds: bool  # ESAM's SDS (gamma < 1): a forward pass at w + eps, then a subset's gradient
+    reports_selection: bool  # ESAM at any beta, gamma: metrics selected_fraction and sharpness
+
+
+def _kind(method: str) -> _Kind:
+    if method not in _KINDS:
+        raise ValueError(f"unknown sharpness-aware method {method!r}; choose one of {METHODS}")
+    return _KINDS[method]
+
+
+def resolve(method: str, k: int, beta: float, gamma: float, adaptive: bool) -> Parts:
+    """The parts of `method` with these hyper-parameters (k is ignored by a method without one)."""
+    kind = _kind(method)
+    if not kind.perturbs:
+        perturbation = "none"
+    elif adaptive:  # ASAM's form replaces SAM's (make rejects it with LayerSAM's xi)
+        perturbation = "adaptive"
+    else:
+        perturbation = "layer" if kind.layerwise else "sam"
+    # beta = 1 keeps every leaf and gamma = 1 selects every example: both are then plain SAM.
+    return Parts(period=k if kind.periodic else 1, reuses_g_v=kind.reuses_g_v,
+                 perturbation=perturbation, swp=kind.esam and beta < 1, sds=kind.esam and gamma < 1,
+                 reports_selection=kind.esam)
 
 
 class EstimatorState(NamedTuple):
@@ -71,15 +123,21 @@ class Estimator:
     # ESAM Figure 6: metrics esam_cos_{selected,rejected}_{sam,empirical}, the cosines of the B+
     # and B- gradients with the whole batch's (one extra pass; needs gamma < 1).
     subset_cosines: bool = False
+    # Derived from the fields above on construction (so dataclasses.replace re-derives it too).
+    parts: Parts = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "parts", resolve(self.method, self.k, self.beta, self.gamma,
+                                                  self.adaptive))
 
     # ---- host-side schedule and cost -------------------------------------------------------
     @property
     def perturbs(self) -> bool:
-        return self.method != "none"
+        return self.parts.perturbation != "none"
 
     @property
     def period(self) -> int:
-        return self.k if self.method in PERIODIC else 1
+        return self.parts.period
 
     def is_sam_step(self, t: int) -> bool:
         """Whether global step t is a SAM step (a Python bool, decided on the host)."""
@@ -89,7 +147,7 @@ class Estimator:
         """Cost of one step in forward+backward passes (a forward alone counts 1/3)."""
         if not (sam_step and self.perturbs):
             return 1.0
-        if self.method == "esam" and self.gamma < 1:
+        if self.parts.sds:  # the forward pass at w + eps is a third; the backward covers B+ only
             # subset_cosines: backward passes on B- at w + eps and on B+ at w, |B| examples in all
             return 1.0 + 1.0 / 3.0 + self.gamma + (1.0 if self.subset_cosines else 0.0)
         return 2.0
@@ -101,7 +159,7 @@ class Estimator:
 
     # ---- state --------------------------------------------------------------------------
     def init(self, params) -> EstimatorState:
-        g_v = otu.tree_zeros_like(params) if self.method in REUSES_G_V else None
+        g_v = otu.tree_zeros_like(params) if self.parts.reuses_g_v else None
         drift = diagnostics.empty_snapshot(params) if self.drift_interval else None
         return EstimatorState(step=jnp.zeros([], jnp.int32), g_v=g_v, drift=drift)
 
@@ -113,7 +171,7 @@ class Estimator:
         with `is_sam_step`); None decides in-graph from `state.step` (see `_in_graph`).
         """
         self._check_batch(batch)
-        if self.method == "esam" and self.beta < 1 and rng is None:
+        if self.parts.swp and rng is None:
             raise ValueError("esam with beta < 1 draws its weight mask from `rng`: pass a PRNG key")
         if sam_step is None:
             if self.period == 1:
@@ -137,10 +195,10 @@ class Estimator:
 
         "cond" runs only the taken branch; "select" computes the SAM step every time and picks
         the reuse result from the same clean gradient (cost of a SAM step, but no control flow).
-        On XLA:CPU a convolution's gradient inside a `lax.cond` branch ran 70-80x slower than
-        outside one (scripts/bench_methods.py: 18.9 s per step against 0.27 s dispatched from the
-        host), so "auto" selects on CPU. On an H100, `lax.cond` cost 1.207x `none` against 1.200x
-        for host dispatch, so "auto" uses it on accelerators.
+        "auto" selects on CPU, where a convolution's gradient inside a `lax.cond` branch ran far
+        slower than outside one (docs/sharpness-aware.md, "The SAM-step schedule"), and uses
+        `lax.cond` on accelerators, where it cost about what host dispatch does
+        (docs/measurements.md, "One NVIDIA H100"; both from scripts/bench_methods.py).
         """
         is_sam = state.step % self.period == 0
         mode = self.in_graph
@@ -164,7 +222,7 @@ class Estimator:
             metrics["cos_g_gs"] = look.cosine(g, grads)
         if g_v is not None:
             metrics["g_v_norm"] = otu.tree_norm(g_v)
-        if self.method in REUSES_G_V:
+        if self.parts.reuses_g_v:
             # How far g_v moves between SAM steps, k steps apart (what the reuse steps assume
             # is small): cos(g_v(t), g_v(t - k)) and ||g_v(t) - g_v(t - k)|| / ||g_v(t - k)||.
             # NaN on reuse steps and at the first SAM step (no g_v yet): "not measured".
@@ -187,7 +245,7 @@ class Estimator:
         return grads, g, g_v, aux, self._metrics(g, grads, g_v, jnp.mean(losses), sam_step=False)
 
     def _reuse(self, g, g_v):
-        return look.reuse(g, g_v, self.alpha) if self.method in REUSES_G_V else g
+        return look.reuse(g, g_v, self.alpha) if self.parts.reuses_g_v else g
 
     def _sam_step(self, loss_fn, params, batch, g_v, rng):
         def group(b, size):
@@ -195,21 +253,17 @@ class Estimator:
 
         (g, g_s, cosines), (losses, sharpness, selected), aux = self._over_groups(group, batch)
         previous_g_v = g_v
-        if self.method in REUSES_G_V:
+        if self.parts.reuses_g_v:
             g_v = look.orthogonal_component(g, g_s)
         metrics = self._metrics(g, g_s, g_v, jnp.mean(losses), sam_step=True,
                                 previous_g_v=previous_g_v)
-        if self.method == "esam":
+        if self.parts.reports_selection:
             group_size = self.m or batching.batch_size(batch)
             metrics["selected_fraction"] = jnp.float32(
                 esam.sds_count(self.gamma, group_size) / group_size)
             metrics["sharpness"] = jnp.mean(sharpness)
-            if self.gamma < 1:  # ESAM Figure 5: both subsets' losses at w and w + eps (free)
-                for name, mask in (("selected", selected), ("rejected", ~selected)):
-                    count = jnp.maximum(mask.sum(), 1)
-                    metrics[f"esam_loss_{name}_empirical"] = jnp.where(mask, losses, 0).sum() / count
-                    metrics[f"esam_loss_{name}_sam"] = jnp.where(
-                        mask, losses + sharpness, 0).sum() / count
+        if self.parts.sds:
+            metrics.update(diagnostics.subset_losses(losses, sharpness, selected))  # ESAM Figure 5
             metrics.update(cosines)  # ESAM Figure 6 (subset_cosines): means over m-groups
         return g_s, g, g_v, aux, metrics
 
@@ -223,14 +277,17 @@ class Estimator:
         perturbed = otu.tree_add(params, self._epsilon(params, g, rng))
         selected = jnp.ones(losses.shape, bool)
         cosines = {}
-        if self.method == "esam" and self.gamma < 1:
+        if self.parts.sds:
             sharpness = batching.forward_losses(loss_fn, perturbed, batch, size) - losses
             chosen = esam.sds_select(sharpness, self.gamma)
             selected = jnp.zeros(losses.shape, bool).at[chosen].set(True)
             g_s = batching.mean_grad(loss_fn, perturbed, self._gather(batch, chosen), size)[0]
             if self.subset_cosines:
-                cosines = self._subset_cosines(loss_fn, params, perturbed, batch, chosen, selected,
-                                               g, g_s, size)
+                def subset_grad(at, idx):
+                    return batching.mean_grad(loss_fn, at, self._gather(batch, idx), size)[0]
+
+                cosines = diagnostics.subset_cosines(subset_grad, params, perturbed, chosen,
+                                                     selected, g, g_s, self.gamma)
         else:
             g_s, perturbed_losses, _ = batching.mean_grad(loss_fn, perturbed, batch, size)
             sharpness = perturbed_losses - losses
@@ -242,39 +299,12 @@ class Estimator:
             subset = jax.lax.with_sharding_constraint(subset, self.batch_sharding)
         return subset
 
-    def _subset_cosines(self, loss_fn, params, perturbed, batch, chosen, selected, g, g_s, size):
-        """ESAM Figure 6: cosines of grad L_{B+} and grad L_{B-} with grad L_B, at w + eps and w.
-
-        Given g = grad L_B(w) and g_s = grad L_{B+}(w + eps), one backward pass on B- at w + eps
-        and one on B+ at w (|B| examples together) give the rest, L_S being the mean over S:
-        grad L_B(w + eps) = (|B+| g_s + |B-| grad L_{B-}(w + eps)) / |B| and
-        grad L_{B-}(w) = (|B| g - |B+| grad L_{B+}(w)) / |B-|.
-        """
-        n, n_plus = selected.shape[0], chosen.shape[0]
-        n_minus = n - n_plus
-        if n_minus < 1:
-            raise ValueError(f"subset_cosines needs a non-empty B-: gamma={self.gamma} selects all "
-                             f"{n} examples of a group")
-        rejected = jnp.argsort(selected, stable=True)[:n_minus]  # the unselected, in index order
-        g_minus_sam = batching.mean_grad(loss_fn, perturbed, self._gather(batch, rejected), size)[0]
-        g_plus = batching.mean_grad(loss_fn, params, self._gather(batch, chosen), size)[0]
-        g_sam = jax.tree.map(lambda a, b: (n_plus * a + n_minus * b) / n, g_s, g_minus_sam)
-        g_minus = jax.tree.map(lambda a, b: (n * a - n_plus * b) / n_minus, g, g_plus)
-        return {"esam_cos_selected_sam": look.cosine(g_s, g_sam),
-                "esam_cos_rejected_sam": look.cosine(g_minus_sam, g_sam),
-                "esam_cos_selected_empirical": look.cosine(g_plus, g),
-                "esam_cos_rejected_empirical": look.cosine(g_minus, g)}
-
     def _epsilon(self, params, g, rng):
         rho = self.rho
-        if self.method == "esam" and self.beta < 1:
+        if self.parts.swp:  # ESAM's SWP: the kept leaves of g, scaled as the official code does
             g = esam.apply_mask(esam.swp_mask(rng, params, self.beta), g)
             rho = rho / self.beta
-        if self.adaptive:
-            return perturb.adaptive_epsilon(params, g, rho)
-        if self.method in LAYERWISE:
-            return perturb.layer_epsilon(params, g, rho)
-        return perturb.sam_epsilon(params, g, rho)
+        return _EPSILON[self.parts.perturbation](params, g, rho)
 
     def _over_groups(self, fn, batch):
         """fn(group_batch, microbatch) -> (sums, per_example, aux) over the whole batch.
@@ -304,15 +334,21 @@ class Estimator:
                 f"microbatch={self.microbatch} must divide the per-step batch of {n} examples")
 
 
+_EPSILON = {"sam": perturb.sam_epsilon, "layer": perturb.layer_epsilon,
+            "adaptive": perturb.adaptive_epsilon}
+
+
 def make(method: str, **hparams) -> Estimator:
-    """Builds a validated estimator: `make("looksam", rho=0.05, k=5, alpha=0.7)`."""
-    if method not in METHODS:
-        raise ValueError(f"unknown sharpness-aware method {method!r}; choose one of {METHODS}")
-    if "subset_cosines" in hparams and method != "esam":
+    """Builds a validated estimator: `make("looksam", rho=0.05, k=5, alpha=0.7)`.
+
+    The estimator resolves the method into its `Parts` once, on construction.
+    """
+    kind = _kind(method)
+    if "subset_cosines" in hparams and not kind.esam:
         raise ValueError(f"subset_cosines is ESAM's Figure 6 diagnostic (cosines of the SDS subsets' "
                          f"gradients): use it with method 'esam', not {method!r}")
     allowed = set(HPARAMS[method]) | {"microbatch", "in_graph", "batch_sharding"}
-    if method != "none":
+    if kind.perturbs:
         allowed |= {"adaptive", "m", "drift_interval"}
     unexpected = sorted(set(hparams) - allowed)
     if unexpected:
@@ -325,12 +361,12 @@ def make(method: str, **hparams) -> Estimator:
     _check_int(hp["k"], "k", allow_none=False)
     for name in ("m", "microbatch", "drift_interval"):
         _check_int(hp[name], name, allow_none=True)
-    if hp["drift_interval"] is not None and method in PERIODIC:
+    if hp["drift_interval"] is not None and kind.periodic:
         raise ValueError(f"drift_interval measures SAM training (LookSAM Figure 2): use it with a "
                          f"method that perturbs every step (sam, layersam, esam), not {method}")
     if not isinstance(hp["adaptive"], bool):
         raise ValueError(f"adaptive must be True or False, got {hp['adaptive']!r}")
-    if hp["adaptive"] and method in LAYERWISE:
+    if hp["adaptive"] and kind.layerwise:
         raise ValueError(f"adaptive=True does not combine with {method}'s layer-wise scaling xi: "
                          "use adaptive with sam, sam_k, looksam or esam")
     if hp["in_graph"] not in IN_GRAPH:
