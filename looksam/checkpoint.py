@@ -11,6 +11,9 @@ orbax's other mode (`<step>.orbax-checkpoint-tmp`) are ignored too.
 
 The state must hold plain arrays: store a PRNG key as `jax.random.key_data(key)` (uint32) and wrap
 it again with `jax.random.wrap_key_data` after the restore.
+
+A trainer checkpoint from before its state was a flax TrainState (looksam/train.py) still restores:
+`restore` maps it (`V1_FIELDS`; tests/fixtures/checkpoint_v1 is one).
 """
 
 from __future__ import annotations
@@ -22,9 +25,14 @@ import tempfile
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+
+# The trainer's state before it was a flax TrainState: these four fields, without TrainState's
+# `step`, which equals the estimator's own counter est_state.step (both count every training step).
+V1_FIELDS = ("params", "batch_stats", "opt_state", "est_state")
 
 
 class Checkpointer:
@@ -47,8 +55,10 @@ class Checkpointer:
             atomicity_options=ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode.COMMIT_FILE))
         self._in_flight: int | None = None
         self._keep = keep
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_names=("state", "extra"))
+        # Handlers named up front, so that a step's metadata is readable before its first restore.
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "extra": ocp.JsonCheckpointHandler()})
 
     def check_space(self, state) -> None:
         """Fails at the start when the disk cannot hold the checkpoints this run will keep (the
@@ -93,10 +103,16 @@ class Checkpointer:
     def restore(self, step: int, target) -> tuple[Any, dict]:
         """The state of `step` with `target`'s shapes, dtypes and shardings, and its metadata."""
         self.wait()  # `step` may be the save still in flight
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        saved = self._manager.item_metadata(step)["state"]
+        v1 = hasattr(target, "step") and "step" not in saved and all(k in saved for k in V1_FIELDS)
+        item = {k: getattr(target, k) for k in V1_FIELDS} if v1 else target
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore())
         restored = self._manager.restore(step, args=args)
-        return restored.state, dict(restored.extra or {})
+        state = restored.state
+        if v1:  # a copy: one buffer twice in the state would be donated twice by the train step
+            state = target.replace(step=jnp.copy(state["est_state"].step), **state)
+        return state, dict(restored.extra or {})
 
     def extra(self, step: int) -> dict:
         """The metadata of `step` alone, without reading its arrays (to check before restoring)."""

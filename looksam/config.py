@@ -2,18 +2,19 @@
 
 Composition (configs/config.yaml): model + data + optimizer + sam + schedule + trainer + logger +
 scale, then an optional experiment (`# @package _global_`) holding only what differs. OmegaConf
-rejects a misspelt key or a wrongly typed value against these dataclasses; `validate` checks the
-value ranges, so a bad config fails before anything is compiled.
+rejects a misspelt key or a wrongly typed value against these dataclasses; `validated_estimator`
+checks the value ranges, so a bad config fails before anything is compiled.
 
 `scale` changes only how big and how long (model width, data, epochs, batch, evaluation
-frequency); it never touches `sam`, the method or its hyper-parameters (`apply_scale`), except
-`sam.m` where the scaled batch no longer holds whole m-sharpness groups (`scaled_m`).
+frequency); it never touches `sam`, the method or its hyper-parameters (`scaled_config`), except
+`sam.m` where the scaled batch no longer holds whole m-sharpness groups (`scaled_m`). What a run
+is (the keys a rerun may change, the comparison of configs) is looksam.run_identity.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from flax import traverse_util
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from looksam.sam import estimator as sam_defaults
@@ -131,25 +132,32 @@ class LoggerConfig:
     name: Optional[str] = None
 
 
+def _replaces(key: str):
+    """A preset field whose value replaces the experiment's `key` as it is (None: left alone)."""
+    return field(default=None, metadata={"replaces": key})
+
+
 @dataclass
 class ScaleConfig:
-    """What a scale preset changes; None leaves the experiment's value alone."""
+    """What a scale preset changes; None leaves the experiment's value alone. The values are the
+    presets' (configs/scale/*.yaml); a `_replaces` field is copied to its key, and `scaled_config`
+    computes the rest: batch_size (the linear lr rule), dataset, model_kwargs, warmup's share."""
 
     name: str = "paper"
-    epochs: Optional[float] = None
-    max_steps: Optional[int] = None
+    epochs: Optional[float] = _replaces("trainer.epochs")
+    max_steps: Optional[int] = _replaces("trainer.max_steps")
     batch_size: Optional[int] = None  # the lr follows by the linear rule (optimizer.base_batch)
-    eval_batch_size: Optional[int] = None
-    eval_every_epochs: Optional[float] = None
-    log_every_steps: Optional[int] = None
+    eval_batch_size: Optional[int] = _replaces("trainer.eval_batch_size")
+    eval_every_epochs: Optional[float] = _replaces("trainer.eval_every_epochs")
+    log_every_steps: Optional[int] = _replaces("trainer.log_every_steps")
     dataset: Dict[str, str] = field(default_factory=dict)  # e.g. imagenet2012 -> cifar10
-    train_split: Optional[str] = None
-    eval_split: Optional[str] = None
-    validation_split: Optional[str] = None
-    mock: Optional[bool] = None
-    mock_examples: Optional[int] = None
+    train_split: Optional[str] = _replaces("data.train_split")
+    eval_split: Optional[str] = _replaces("data.eval_split")
+    validation_split: Optional[str] = _replaces("data.validation_split")
+    mock: Optional[bool] = _replaces("data.mock")
+    mock_examples: Optional[int] = _replaces("data.mock_examples")
     model_kwargs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # per model name
-    model_dtype: Optional[str] = None
+    model_dtype: Optional[str] = _replaces("model.dtype")
 
 
 @dataclass
@@ -185,15 +193,15 @@ def scaled_m(m: Optional[int], batch: int, microbatch: Optional[int]) -> Optiona
     whole batch, one perturbation per step; m = None (one group) stays None.
     """
     if m is None or isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        return m  # None, or a bad value that `validate` reports under its own name
+        return m  # None, or a bad value that `validated_estimator` reports under its own name
     unit = microbatch or batch  # m must divide every accumulated chunk, hence the batch
     if unit % m == 0:
         return m
     return max(d for d in range(1, min(m, unit) + 1) if unit % d == 0)
 
 
-def apply_scale(cfg: DictConfig) -> DictConfig:
-    """The experiment as the scale preset shrinks it; `sam` is never touched, except `sam.m`
+def scaled_config(cfg: DictConfig) -> DictConfig:
+    """The experiment as its scale preset shrinks it; `sam` is never touched, except `sam.m`
     where the preset's batch (or surviving microbatch) is not a multiple of it (`scaled_m`)."""
     from looksam.data import pipeline
 
@@ -208,9 +216,10 @@ def apply_scale(cfg: DictConfig) -> DictConfig:
             per_epoch = pipeline.spec(data["name"]).train_examples / trainer["batch_size"]
             sched["warmup_epochs"], sched["warmup_steps"] = sched["warmup_steps"] / per_epoch, None
         sched["warmup_epochs"] *= s.epochs / trainer["epochs"]
-    for key in ("epochs", "max_steps", "eval_batch_size", "eval_every_epochs", "log_every_steps"):
-        if s[key] is not None:
-            trainer[key] = s[key]
+    for f in dataclasses.fields(ScaleConfig):
+        if "replaces" in f.metadata and s[f.name] is not None:
+            group, key = f.metadata["replaces"].split(".")
+            out[group][key] = s[f.name]
     if s.batch_size is not None and s.batch_size != trainer["batch_size"]:
         opt["base_batch"] = opt["base_batch"] or trainer["batch_size"]
         trainer["batch_size"] = s.batch_size
@@ -218,19 +227,15 @@ def apply_scale(cfg: DictConfig) -> DictConfig:
             trainer["microbatch"] = None  # the paper's accumulation chunk no longer divides
         out["sam"]["m"] = scaled_m(out["sam"]["m"], s.batch_size, trainer["microbatch"])
     data["name"] = s.dataset.get(data["name"], data["name"])
-    for key in ("train_split", "eval_split", "validation_split", "mock", "mock_examples"):
-        if s[key] is not None:
-            data[key] = s[key]
     model["kwargs"] = {**model["kwargs"], **s.model_kwargs.get(model["name"], {})}
-    if s.model_dtype is not None:
-        model["dtype"] = s.model_dtype
     merged = OmegaConf.merge(OmegaConf.structured(Config), out)
     OmegaConf.set_struct(merged, True)
     return merged
 
 
-def validate(cfg: DictConfig):
-    """Value checks that the types cannot express; returns the estimator (built and validated)."""
+def validated_estimator(cfg: DictConfig):
+    """The run's estimator (`estimator`), once every value check the types cannot express has
+    passed: a ValueError naming the key otherwise."""
     from looksam import models, optim
     from looksam.data import pipeline
 
@@ -300,7 +305,8 @@ def validate(cfg: DictConfig):
 
 
 def estimator(cfg: DictConfig):
-    """sam.make with the method's own hyper-parameters from cfg.sam (others are ignored)."""
+    """The estimator cfg.sam names: sam.make with the method's own hyper-parameters (others are
+    ignored) and trainer.microbatch; no other value is checked (`validated_estimator` checks all)."""
     from looksam import sam
 
     method = cfg.sam.method
@@ -312,56 +318,3 @@ def estimator(cfg: DictConfig):
                         **{k: cfg.sam[k] for k in keys})
     except ValueError as e:
         raise ValueError(f"sam: {e}") from None
-
-
-def to_dict(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def flatten(tree: dict) -> dict:
-    """{"sam": {"k": 5}} -> {"sam.k": 5} (TensorBoard's hparams, config comparisons); an empty
-    dict leaves no key, so `changes` still sees the keys a free-form dict gains or loses."""
-    return traverse_util.flatten_dict(tree, sep=".")
-
-
-# What a rerun in the same workdir may change: where and how the run executes, logs and
-# checkpoints, never what it computes. trainer.max_steps only stops a run early (the schedule
-# follows trainer.epochs), so a resumed run may extend it; the scale preset is compared through
-# the values it resolved to; table and cell only label a run.
-RESUMABLE = ("logger", "distributed", "scale", "table", "cell", "variant", "data.data_dir", "data.download",
-             "trainer.max_steps", "trainer.eval_batch_size", "trainer.log_every_steps",
-             "trainer.checkpoint_every_steps", "trainer.keep_checkpoints", "trainer.microbatch",
-             "trainer.num_devices", "trainer.workdir", "trainer.nan_policy")
-
-
-class ConfigMismatch(ValueError):
-    """A rerun in a workdir holding another config's run; the workdir is left as it is."""
-
-
-def changes(recorded: dict, current: dict) -> list[str]:
-    """'key: old -> new' for every setting outside RESUMABLE that differs (resolved configs).
-
-    Keys on one side only count too: a free-form dict such as model.kwargs gains or loses keys.
-    """
-    old, new = flatten(recorded), flatten(current)
-
-    def show(values, key):
-        return repr(values[key]) if key in values else "<unset>"
-
-    return [f"{key}: {show(old, key)} -> {show(new, key)}" for key in sorted(old.keys() | new.keys())
-            if not any(key == k or key.startswith(k + ".") for k in RESUMABLE)
-            and (key not in old or key not in new or old[key] != new[key])]
-
-
-def check_same_run(recorded: dict | None, current: dict, where: str, workdir: str) -> None:
-    """Raises ConfigMismatch when the run recorded in workdir (its checkpoint or summary) had
-    another config: resuming it would mix two runs, and its summary is another run's result."""
-    if recorded is None:  # written before configs were recorded there
-        return
-    diff = changes(recorded, current)
-    if diff:
-        raise ConfigMismatch(
-            f"trainer.workdir={workdir} holds a run with another config ({where}):\n  "
-            + "\n  ".join(diff) + "\nNothing there was changed. Use another trainer.workdir for "
-            "this config (a sweep needs one per job: leave trainer.workdir unset), or remove "
-            f"{workdir} to start over.")

@@ -7,7 +7,7 @@ functions, so a LookSAM reuse step costs exactly one forward and backward pass. 
 sharded over a `data` mesh axis of every local device, parameters are replicated. The run leaves
 TensorBoard events, wandb files, orbax checkpoints and `summary.json` in its workdir; a restart in
 the same workdir resumes from the newest checkpoint (step, parameters, optimizer and estimator
-state, data position, wandb run id), if it was written with the same config (config.RESUMABLE
+state, data position, wandb run id), if it was written with the same config (run_identity.RESUMABLE
 lists what may differ); a workdir holding another config's run is refused. The trainer knows
 nothing about which method runs.
 """
@@ -27,7 +27,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import hydra
 import jax
@@ -35,13 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from clu import metrics as clu_metrics
+from flax.training import train_state
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from looksam import checkpoint, config, distributed, host_devices, models, optim, tracking
+from looksam import checkpoint, config, distributed, host_devices, models, optim, run_identity, tracking
 from looksam.data import pipeline, synthetic
 
 log = logging.getLogger("looksam.train")
@@ -51,11 +52,18 @@ log = logging.getLogger("looksam.train")
 DRIFT_KEYS = ("g_v_cos_prev", "g_v_change")
 
 
-class TrainState(NamedTuple):
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    est_state: Any  # the estimator's step counter (the global step t) and LookSAM's g_v
+class TrainState(train_state.TrainState):
+    """flax's TrainState (step, params, the optax chain tx and its opt_state; `apply_gradients` is
+    the optimizer step) with the estimator's state (its own step counter, equal to `step`, and
+    LookSAM's g_v) and the BatchNorm statistics (None for a model without BatchNorm)."""
+    est_state: Any
+    batch_stats: Any = None
+
+
+# Accuracy and mean cross-entropy over the examples with mask=True (padding left out). Made with
+# `create`, not as a subclass: clu reads a subclass's annotations, which are strings in this module.
+EvalMetrics = clu_metrics.Collection.create(accuracy=clu_metrics.Accuracy,
+                                            loss=clu_metrics.Average.from_output("loss"))
 
 
 def code_version() -> str:
@@ -101,19 +109,20 @@ def check_validation_split(cfg) -> None:
 
 
 def make_train_step(model, tx, est, schedule, root_key):
+    del tx  # the state's own (TrainState.tx, from initial_state): apply_gradients applies it
+
     def train_step(state: TrainState, batch, sam_step):
         # Keys come from (seed, step): restoring the step counter restores the randomness.
-        step_key = jax.random.fold_in(root_key, state.est_state.step)
+        step_key = jax.random.fold_in(root_key, state.step)
         dropout_key, sam_key = jax.random.split(step_key)
         loss_fn = make_loss_fn(model, state.batch_stats, dropout_key)
         grads, est_state, out = est.gradient(loss_fn, state.params, batch, state.est_state, sam_key,
                                              sam_step=sam_step)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new = TrainState(params, out.aux["batch_stats"], opt_state, est_state)
+        new = state.apply_gradients(grads=grads, est_state=est_state,
+                                    batch_stats=out.aux["batch_stats"])
         # The loss was computed before this update: `finite` vouches for the state a checkpoint of
         # this step would hold (optimizer moments can overflow while the parameters stay finite).
-        metrics = dict(out.metrics, accuracy=out.aux["accuracy"], lr=schedule(state.est_state.step),
+        metrics = dict(out.metrics, accuracy=out.aux["accuracy"], lr=schedule(state.step),
                        finite=all_finite(new))
         return new, metrics
 
@@ -128,26 +137,22 @@ def all_finite(tree):
 
 
 def make_eval_step(model):
-    def eval_step(state: TrainState, batch):
-        variables = {"params": state.params}
-        if state.batch_stats is not None:
-            variables["batch_stats"] = state.batch_stats
+    def eval_step(params, batch_stats, batch) -> EvalMetrics:
+        variables = {"params": params}
+        if batch_stats is not None:
+            variables["batch_stats"] = batch_stats
         logits = model.apply(variables, batch["image"], train=False)
-        mask = batch["mask"]
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-        return {"accuracy": clu_metrics.Accuracy.from_model_output(
-                    logits=logits, labels=batch["label"], mask=mask),
-                "loss": clu_metrics.Average.from_model_output(jnp.where(mask, loss, 0.0), mask=mask)}
+        return EvalMetrics.single_from_model_output(logits=logits, labels=batch["label"],
+                                                    mask=batch["mask"], loss=loss)
 
     return eval_step
 
 
 def evaluate(eval_step, state, batches, prefix: str = "test") -> dict[str, float]:
-    total = None
-    for batch in batches:
-        m = eval_step(state, batch)
-        total = m if total is None else {k: total[k].merge(m[k]) for k in m}
-    return {f"{prefix}_{k}": float(v.compute()) for k, v in total.items()}
+    total = functools.reduce(EvalMetrics.merge, (eval_step(state.params, state.batch_stats, batch)
+                                                  for batch in batches))
+    return {f"{prefix}_{k}": float(v) for k, v in total.compute().items()}
 
 
 class PreemptionNotice:
@@ -210,7 +215,10 @@ def initial_state(model, tx, est, image_size: int, root_key) -> TrainState:
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, image_size, image_size, 3)),
                                              train=False))(jax.random.fold_in(root_key, 2**31 - 1))
     params = variables["params"]
-    return TrainState(params, variables.get("batch_stats"), tx.init(params), est.init(params))
+    # Not TrainState.create: its step is a Python 0, this one an int32 array as est_state.step is.
+    return TrainState(step=jnp.zeros([], jnp.int32), apply_fn=model.apply, params=params, tx=tx,
+                      opt_state=tx.init(params), est_state=est.init(params),
+                      batch_stats=variables.get("batch_stats"))
 
 
 def batch_shape(cfg, ds_spec, sharding) -> dict:
@@ -232,8 +240,8 @@ def compile_steps(train_step, est, state, batch) -> dict:
 
 def run(cfg, workdir: str) -> dict:
     """Trains cfg (a composed DictConfig) in workdir; returns the summary also written there."""
-    cfg = config.apply_scale(cfg)
-    est = config.validate(cfg)  # every check before any compilation
+    cfg = config.scaled_config(cfg)
+    est = config.validated_estimator(cfg)  # every check before any compilation
     host_devices.configure(cfg.trainer)  # before JAX starts: split the batch over the CPU cores
     distributed.initialize(cfg.distributed)  # before anything touches a JAX backend
     if not distributed.is_main():  # one process speaks for the run
@@ -266,11 +274,11 @@ def check_resumable(ckpt, summary_path: str, resolved: dict, workdir: str) -> di
     one's result."""
     latest = ckpt.latest_step()
     if latest is not None:
-        config.check_same_run(ckpt.extra(latest).get("config"), resolved,
-                              f"checkpoint step {latest}", workdir)
+        run_identity.check_same_run(ckpt.extra(latest).get("config"), resolved,
+                                    f"checkpoint step {latest}", workdir)
     finished = previous_summary(summary_path)
     if finished.get("status") not in (None, "failed"):  # a failure's config may be unresolved
-        config.check_same_run(finished.get("config"), resolved, "summary.json", workdir)
+        run_identity.check_same_run(finished.get("config"), resolved, "summary.json", workdir)
     return finished
 
 
@@ -322,8 +330,8 @@ class Inputs:
 
 class MetricsWindow:
     """The step metrics since the last host sync, fetched together (one device_get per window,
-    not per step), and the wall time of the training steps between syncs (input included;
-    compilation, evaluation and checkpointing left out), for images/s."""
+    not per step), and the wall time of the training steps between syncs (input included
+    but for its start; compilation, evaluation and checkpointing left out), for images/s."""
 
     def __init__(self, tracker, total_steps: int, batch_size: int, nan_policy: str, train_loss=None):
         self.tracker, self.total_steps, self.batch_size = tracker, total_steps, batch_size
@@ -464,7 +472,7 @@ def make_tracker(cfg, workdir: str, resolved: dict, resume_id: str | None):
         workdir, resolved, mode=lg.wandb_mode, project=lg.project, entity=lg.entity,
         group=lg.group, tags=list(lg.tags), name=lg.name, resume_id=resume_id,
         tensorboard=lg.tensorboard, is_main=jax.process_index() == 0)
-    tracker.hparams(config.flatten(resolved))
+    tracker.hparams(run_identity.flatten(resolved))
     return tracker
 
 
@@ -484,9 +492,14 @@ def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, 
     Returns (status, message, the last step): completed, diverged or preempted."""
     t = cfg.trainer
     status, message = "completed", ""
+    started = False
     while step < total_steps:
+        batch = next(batches)
+        if not started:  # the input's start (a shuffle buffer filling) is not a training step's time
+            window.start_clock()
+            started = True
         sam_step = est.is_sam_step(step)
-        state, metrics = steps[sam_step](state, next(batches))
+        state, metrics = steps[sam_step](state, batch)
         window.add(metrics)
         progress.count(est, sam_step)
         step += 1
@@ -533,7 +546,7 @@ def _train(cfg, est, workdir: str) -> dict:
     if cfg.data.validation_split and not cfg.data.mock:
         check_validation_split(cfg)
     os.makedirs(workdir, exist_ok=True)
-    summary_path, resolved = os.path.join(workdir, "summary.json"), config.to_dict(cfg)
+    summary_path, resolved = os.path.join(workdir, "summary.json"), run_identity.resolved(cfg)
     inputs = Inputs(cfg, sharded)
     with contextlib.ExitStack() as stack:
         ckpt = stack.enter_context(checkpoint.Checkpointer(
@@ -627,10 +640,10 @@ def write_failure(workdir: str, cfg, error: BaseException) -> None:
     A workdir holding another config's run is not this run's, and a completed run's result outlives
     a failed rerun (e.g. one pointed at a wrong data_dir): those summaries stay as they are."""
     path = os.path.join(workdir, "summary.json")
-    if isinstance(error, config.ConfigMismatch) or previous_summary(path).get("status") == "completed":
+    if isinstance(error, run_identity.ConfigMismatch) or previous_summary(path).get("status") == "completed":
         return
     try:
-        resolved = config.to_dict(cfg)
+        resolved = run_identity.resolved(cfg)
     except Exception:  # noqa: BLE001 - the config itself may be what failed
         resolved = None
     with contextlib.suppress(OSError):

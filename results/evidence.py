@@ -7,7 +7,7 @@ The layout is a runs folder's (reproduce.registry.run_dir), so everything that r
 `record` copies the completed runs of a runs folder into it, without machine-specific paths; a
 summary already recorded is never replaced by a different one (`replace=True` to do so on
 purpose), and nothing but completed runs is recorded. A cell of another table whose composed
-config at the same scale equals a recorded run's (config.changes() empty, the resumable keys
+config at the same scale equals a recorded run's (run_identity.changes() empty, the resumable keys
 aside) gets a copy that names where it came from (`evidence_from`): the SGD-M and SAM cells the
 ICLR CIFAR-10 table and ESAM Table 1 both take from ESAM Table 4 share their runs.
 """
@@ -51,13 +51,13 @@ def composed(table_id: str, cell_id: str, scale: str, seed: int) -> dict:
     overrides = list(cell.overrides) + [f"scale={scale}", f"trainer.seed={seed}"]
     with initialize_config_dir(os.fspath(registry.SCALES_DIR.parent), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(config.apply_scale(cfg), resolve=True)
+    return OmegaConf.to_container(config.scaled_config(cfg), resolve=True)
 
 
 def same_run(a: dict, b: dict) -> bool:
-    from looksam import config
+    from looksam import run_identity
 
-    return not config.changes(portable({"config": a})["config"], portable({"config": b})["config"])
+    return not run_identity.changes(portable({"config": a})["config"], portable({"config": b})["config"])
 
 
 def _write(path: pathlib.Path, summary: dict, replace: bool) -> str:

@@ -218,7 +218,7 @@ def load_run(run_dir) -> Run:
                              "one, trainer.checkpoint_every_steps) and try again")
         recorded = recorded_config(run_dir, ckpt.extra(step))
         cfg = OmegaConf.merge(OmegaConf.structured(config.Config), recorded)
-        est = config.validate(cfg)
+        est = config.validated_estimator(cfg)
         ds_spec = pipeline.spec(cfg.data.name)
         model = models.create(cfg.model.name, num_classes=ds_spec.num_classes,
                               dtype=jnp.dtype(cfg.model.dtype), **cfg.model.kwargs)
@@ -237,7 +237,7 @@ def eval_loss_sums(model, batch_stats):
     eval_step = train.make_eval_step(model)
 
     def loss_sums(params, batch):
-        loss = eval_step(train.TrainState(params, batch_stats, None, None), batch)["loss"]
+        loss = eval_step(params, batch_stats, batch).loss
         return loss.total, loss.count
 
     return loss_sums

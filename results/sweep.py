@@ -33,17 +33,17 @@ def load(directory) -> list[dict]:
 
 
 def _flat(job) -> dict:
-    from looksam import config
+    from looksam import run_identity
 
-    return config.flatten(job.get("config") or {})
+    return run_identity.flatten(job.get("config") or {})
 
 
 def swept_keys(jobs: Sequence[dict]) -> list[str]:
-    from looksam import config
+    from looksam import run_identity
 
     flats = [_flat(j) for j in jobs if j.get("config")]
     keys = set().union(*flats) if flats else set()
-    resumable = tuple(config.RESUMABLE)
+    resumable = tuple(run_identity.RESUMABLE)
     out = []
     for key in sorted(keys):
         if key in IGNORED or any(key == k or key.startswith(k + ".") for k in resumable):

@@ -1,6 +1,7 @@
 """looksam.checkpoint: orbax round trips, retention, save gating, sharded restore, crash safety."""
 
 import os
+import pathlib
 import shutil
 from typing import Any, NamedTuple
 
@@ -11,10 +12,22 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from looksam import config, models, train
 from looksam.checkpoint import Checkpointer
 
+CONFIGS = str(pathlib.Path(__file__).resolve().parents[1] / "configs")
+# A trainer checkpoint from before the state became a flax TrainState (its tree: params,
+# batch_stats, opt_state, est_state; no `step`), written by
+#   python -m looksam.train scale=smoke logger=disabled model=cnn sam=looksam sam.k=2 scale.max_steps=2
+# : step 2 of a 4-step LookSAM-2 run (a SAM step at 0 stored g_v). The sums are of its arrays as
+# written, in float64 over the leaves in tree order.
+FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures" / "checkpoint_v1"
+FIXTURE_OVERRIDES = ("scale=smoke", "model=cnn", "sam=looksam", "sam.k=2")
+FIXTURE_SUMS = {"params": 20.977363484043963, "g_v": 0.2025262232135674,
+                "batch_stats": 20.921914737547922, "opt_state": 4.136150995171192}
 
-class State(NamedTuple):  # like the trainer's TrainState
+
+class State(NamedTuple):  # the fields of the trainer's TrainState (any pytree saves)
     params: Any
     batch_stats: Any
     opt_state: Any
@@ -176,3 +189,39 @@ def test_unwritable_directory_fails_at_construction(tmp_path, case):
             Checkpointer(directory)
     finally:
         parent.chmod(0o700)
+
+
+def tree_sum(tree) -> float:
+    return float(sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(tree)))
+
+
+def fixture_target():
+    """The trainer's fresh state for the fixture's config: the target a resumed run restores onto."""
+    from hydra import compose, initialize_config_dir
+
+    config.register()
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = config.scaled_config(compose("config", overrides=list(FIXTURE_OVERRIDES)))
+    est = config.validated_estimator(cfg)
+    model = models.create(cfg.model.name, num_classes=10, **cfg.model.kwargs)
+    _, tx = train.base_optimizer(cfg, 4, 4)
+    return train.initial_state(model, tx, est, 32, jax.random.key(cfg.trainer.seed))
+
+
+def test_a_checkpoint_from_before_the_flax_train_state_restores(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "run")  # the Checkpointer probes its directory by writing
+    target = fixture_target()
+    with Checkpointer(str(tmp_path / "run" / "checkpoints")) as ckpt:
+        assert ckpt.latest_step() == 2
+        state, extra = ckpt.restore(2, target)
+    assert type(state) is type(target)
+    assert jax.tree.structure(state) == jax.tree.structure(target)
+    assert int(state.step) == int(state.est_state.step) == 2 == extra["step"]
+    # Two buffers (the train step donates the state: one buffer twice would be freed twice).
+    assert (state.step.unsafe_buffer_pointer() != state.est_state.step.unsafe_buffer_pointer()
+            and state.step.sharding == target.step.sharding)
+    assert extra["counters"] == {"sam_steps": 1, "reuse_steps": 1, "passes": 3.0}
+    sums = {"params": tree_sum(state.params), "g_v": tree_sum(state.est_state.g_v),
+            "batch_stats": tree_sum(state.batch_stats), "opt_state": tree_sum(state.opt_state)}
+    assert sums == pytest.approx(FIXTURE_SUMS, rel=1e-12)
+    assert sums["g_v"] != 0.0  # LookSAM's g_v from the SAM step at 0, not the fresh zeros

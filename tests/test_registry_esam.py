@@ -96,8 +96,8 @@ def test_figures_print_no_values(tables):
 
 def _composed(overrides, scale):
     cfg = compose("config", overrides=list(overrides) + [f"scale={scale}"])
-    cfg = config.apply_scale(cfg)
-    return cfg, config.validate(cfg)
+    cfg = config.scaled_config(cfg)
+    return cfg, config.validated_estimator(cfg)
 
 
 def test_every_cell_composes_and_validates(tables):

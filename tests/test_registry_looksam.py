@@ -149,9 +149,9 @@ def test_every_cell_composes_at_smoke_and_paper_scale(table_id):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         for cell in table.cells:
             for scale in ("smoke", "paper"):
-                cfg = config.apply_scale(_compose(list(cell.overrides) + [f"scale={scale}"]))
+                cfg = config.scaled_config(_compose(list(cell.overrides) + [f"scale={scale}"]))
                 try:
-                    est = config.validate(cfg)
+                    est = config.validated_estimator(cfg)
                 except ValueError as e:  # name the cell
                     raise AssertionError(f"{table_id} {cell.id} scale={scale}: {e}") from e
                 assert est.method == cfg.sam.method
@@ -179,8 +179,8 @@ def test_iclr_cifar10_settings():
         for (table_id, cell_id), want in SETTINGS.items():
             if table_id != table.id:
                 continue
-            cfg = config.apply_scale(_compose(list(table.cell(cell_id).overrides) + ["scale=paper"]))
-            config.validate(cfg)
+            cfg = config.scaled_config(_compose(list(table.cell(cell_id).overrides) + ["scale=paper"]))
+            config.validated_estimator(cfg)
             assert {k: OmegaConf.select(cfg, k) for k in want} == want
 
 
@@ -201,8 +201,8 @@ def test_m_follows_the_scaled_batch(table_id, cell_id):
     config.register()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         for scale, want in SCALED_M[(table_id, cell_id)].items():
-            cfg = config.apply_scale(_compose(list(cell.overrides) + [f"scale={scale}"]))
-            est = config.validate(cfg)
+            cfg = config.scaled_config(_compose(list(cell.overrides) + [f"scale={scale}"]))
+            est = config.validated_estimator(cfg)
             assert (cfg.sam.m, est.m) == (want, None if est.method == "none" else want), scale
 
 

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
-from looksam import config, train
+from looksam import config, run_identity, train
 
 CONFIGS = str(pathlib.Path(__file__).resolve().parents[1] / "configs")
 
@@ -154,6 +154,22 @@ def test_resume_equals_a_straight_run(tmp_path):
     assert s2["cost"] == s1["cost"]
 
 
+def test_a_checkpoint_from_before_the_flax_train_state_resumes(tmp_path):
+    """tests/fixtures/checkpoint_v1 (step 2 of 4, tests/test_checkpoint.py says how it was written)
+    resumes at step 2 and ends where a straight run of this code ends."""
+    from test_checkpoint import FIXTURE, FIXTURE_OVERRIDES
+
+    resumed, straight = str(tmp_path / "resumed"), str(tmp_path / "straight")
+    shutil.copytree(FIXTURE, resumed)
+    s1 = train.run(cfg_for(straight, *FIXTURE_OVERRIDES), straight)
+    s2 = train.run(cfg_for(resumed, *FIXTURE_OVERRIDES), resumed)
+    assert s2["status"] == "completed" and s2["step"] == 4
+    assert s2["cost"] == s1["cost"]  # the fixture's counters (steps 0 and 1) carried on
+    assert_trees_close(final_state(resumed, 4), final_state(straight, 4))
+    for key in ("final_test_accuracy", "final_test_loss", "final_train_loss"):
+        assert s2[key] == pytest.approx(s1[key], rel=1e-5), key
+
+
 def nan_from_the_third_update(monkeypatch):
     """A NaN learning rate from the third update on: the loss of step 3 is still finite (it is
     computed before the update), the parameters after it are not."""
@@ -194,7 +210,7 @@ def test_rerun_with_another_config_in_the_same_workdir(smoke, tmp_path):
     files = sorted(str(p) for p in pathlib.Path(workdir, "checkpoints").rglob("*"))
 
     other = cfg_for(workdir, *SMOKE, "sam.rho=0.1")
-    with pytest.raises(config.ConfigMismatch) as info:
+    with pytest.raises(run_identity.ConfigMismatch) as info:
         train.run(other, workdir)
     message = str(info.value)
     assert "sam.rho: 0.05 -> 0.1" in message and "another trainer.workdir" in message
@@ -212,7 +228,7 @@ def test_rerun_with_another_config_in_the_same_workdir(smoke, tmp_path):
     assert summary_path.read_bytes() == before
 
     summary_path.unlink()  # the checkpoint alone is checked too
-    with pytest.raises(config.ConfigMismatch, match=r"checkpoint step 4(?s:.*)sam\.k: 2 -> 3"):
+    with pytest.raises(run_identity.ConfigMismatch, match=r"checkpoint step 4(?s:.*)sam\.k: 2 -> 3"):
         train.run(cfg_for(workdir, "sam=looksam", "sam.k=3"), workdir)
 
 

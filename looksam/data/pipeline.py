@@ -306,6 +306,7 @@ def eval_dataset(name: str, *, global_batch: int, directory: str | None = None,
     Each process reads its own contiguous part; all processes run the same number of batches.
     """
     import tensorflow as tf
+    from clu import deterministic_data
 
     ds_spec = spec(name)
     index, count = _process(process_index, process_count)
@@ -320,20 +321,13 @@ def eval_dataset(name: str, *, global_batch: int, directory: str | None = None,
     seed = tf.zeros([2], tf.int64)  # eval ops are deterministic
 
     def preprocess(ex):
-        image = transform(ex["image"], seed)
-        return {"image": image, "label": tf.cast(ex["label"], tf.int32), "mask": True}
+        return {"image": transform(ex["image"], seed), "label": tf.cast(ex["label"], tf.int32)}
 
     ds = records.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    padding = num_batches * local_batch - sizes[index]
-    if padding:
-        blank = tf.data.Dataset.from_tensors(
-            {k: tf.zeros_like(v) for k, v in _first(ds).items()}).repeat(padding)
-        ds = ds.concatenate(blank)
+    # mask=True on every example, then zeros with mask=False up to num_batches whole batches.
+    ds = deterministic_data.pad_dataset(ds, batch_dims=[local_batch], pad_up_to_batches=num_batches,
+                                        cardinality=sizes[index])
     return ds.batch(local_batch).prefetch(tf.data.AUTOTUNE)
-
-
-def _first(ds):
-    return next(iter(ds.take(1)))
 
 
 def as_numpy(ds) -> Iterator[dict[str, np.ndarray]]:

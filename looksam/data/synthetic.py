@@ -70,7 +70,8 @@ def _soften(batch, num_classes, seed, mixup_alpha, label_smoothing):
 def eval_batches(n: int, *, image_size: int, num_classes: int, global_batch: int,
                  process_index: int = 0, process_count: int = 1,
                  split: str = "test") -> Iterator[dict[str, np.ndarray]]:
-    """Every example once in order, the last batch padded with mask=False; this process's rows."""
+    """Every example once in order, the last batch padded with mask=False; this process's rows.
+    (The TFDS path pads with clu's deterministic_data.pad_dataset, which is tf.data: not here.)"""
     images, labels = examples(n, image_size, num_classes, split)
     rows = _rows(global_batch, process_index, process_count)
     for start in range(0, max(n, 1), global_batch):
