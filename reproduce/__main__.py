@@ -1,6 +1,7 @@
 """Drivers behind `make reproduce-*` and `make list-tables`.
 
     python -m reproduce list                          # every table: cells, paper hardware/time, estimates
+    python -m reproduce config esam_table1 resnet18_cifar10/esam [--scale cpu] [--seed 1] [--overrides]
     python -m reproduce run looksam_table1 --scale cpu [--seeds 3] [--launcher basic] [--runs DIR]
                                                        [-o data.data_dir=DIR ...]
 
@@ -11,6 +12,10 @@ _global_`, holding the cell's overrides) and the sweep runs `+reproduce_cell=<a>
 every job's directory at `<runs>/<table>/<scale>/<row>/<column>/seed<k>`, one wandb group per
 table. A rerun after a crash therefore runs only what is missing (and an interrupted cell resumes
 from its checkpoint). Then it renders the table with `python -m results render`.
+
+`config` prints a cell's composed config at a scale (reproduce/compose.py), the one `run` trains
+it with; `--overrides` prints the cell's Hydra overrides instead, to train it with
+`python -m looksam.train` directly.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import tempfile
 
 import yaml
 
-from reproduce import registry
+from reproduce import compose, registry
 
 # Hydra's config groups: an override of one of these selects a file, anything else sets a value.
 GROUPS = ("model", "data", "optimizer", "sam", "schedule", "trainer", "logger", "scale", "experiment")
@@ -93,21 +98,9 @@ def cell_config(table: registry.Table, cell: registry.Cell, seed: int, variant: 
 
 
 def cell_cost(cell: registry.Cell) -> float:
-    """The method's ideal cost in forward+backward passes per step (none = 1)."""
-    from looksam import sam
-
-    hp, method = {}, "none"
-    for override in cell.overrides:
-        key, _, value = override.partition("=")
-        if key == "sam":
-            method = value
-        elif key.startswith("sam."):
-            hp[key[4:]] = yaml.safe_load(value)
-    try:
-        return sam.make(method, **{k: v for k, v in hp.items()
-                                   if k in sam.HPARAMS.get(method, ())}).ideal_cost
-    except ValueError:
-        return 1.0
+    """The method's ideal cost in forward+backward passes per step (none = 1), from the estimator
+    of the cell's composed config (reproduce/compose.py)."""
+    return compose.estimator(cell).ideal_cost
 
 
 def sgd_reference(evidence_dir) -> dict[str, float]:
@@ -151,7 +144,9 @@ def cmd_list(args) -> int:
         print(f"Estimates: the method's cost (forward+backward passes per step) x the median "
               f"{1 / reference['seconds_per_image']:.0f} images/s of {reference['runs']} committed "
               f"SGD-M ResNet-18 (width 16) run(s) on 2 CPU cores (evidence/); other models differ.\n")
-    for table in registry.all_tables().values():
+    tables = list(registry.all_tables().values())
+    compose.configs([c for t in tables for c in t.cells])  # all of them in one Hydra context
+    for table in tables:
         cost = sum(cell_cost(c) for c in table.cells) * table.seeds
         print(f"{table.id:<22} {table.paper_name} {table.source}: {len(table.cells)} cells x "
               f"{table.seeds} seed(s)")
@@ -164,6 +159,19 @@ def cmd_list(args) -> int:
                 ours.append(f"SCALE={scale} ~{hours:.1f} h")
         ours.append(f"SCALE=smoke ~{len(table.cells) * table.seeds * SMOKE_SECONDS_PER_CELL / 60:.0f} min")
         print(f"    ours:  {'; '.join(ours)}; SCALE=paper: the paper's hardware")
+    return 0
+
+
+def cmd_config(args) -> int:
+    table = registry.load(args.table)
+    cell = table.cell(args.cell)
+    if args.overrides:
+        extra = ([f"scale={args.scale}"] if args.scale else []) + (
+            [f"trainer.seed={args.seed}"] if args.seed is not None else [])
+        print(" ".join([*cell.overrides, *extra]))
+        return 0
+    cfg = compose.config(cell, args.scale or "paper", args.seed or 0)
+    print(yaml.safe_dump({**cfg, "table": table.id, "cell": cell.id}, sort_keys=False), end="")
     return 0
 
 
@@ -247,6 +255,14 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every table with its cell count, paper hardware/time, estimates")
+    c = sub.add_parser("config", help="print a cell's composed config: what `run` trains it with")
+    c.add_argument("table", choices=registry.names())
+    c.add_argument("cell", metavar="ROW/COLUMN")
+    c.add_argument("--scale", default=None, choices=registry.scale_names(), help="default: paper")
+    c.add_argument("--seed", type=int, default=None, help="default: 0")
+    c.add_argument("--overrides", action="store_true",
+                   help="print the cell's Hydra overrides (on one line) instead, for "
+                        "python -m looksam.train $(python -m reproduce config ... --overrides)")
     r = sub.add_parser("run", help="run a table's pending cells, then render it")
     r.add_argument("table", choices=registry.names())
     r.add_argument("--scale", default="paper", choices=registry.scale_names())
@@ -270,7 +286,7 @@ def main(argv=None) -> int:
     if args.command == "list":
         return cmd_list(args)
     try:
-        return cmd_run(args)
+        return (cmd_config if args.command == "config" else cmd_run)(args)
     except (ValueError, KeyError) as e:  # a bad --sweep or cell id: one line that names the fix
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """The table registry: one YAML file per table or figure in reproduce/tables/, the single source of
 its cells (as Hydra overrides), the paper's printed values, and what we chose where a paper is
 inconsistent or silent. The driver (reproduce/__main__.py), the make targets and the renderer
-(results/) all read it; no table is described anywhere else.
+(results/) all read it; no table is described anywhere else, and whatever needs a cell's settings
+composes its overrides with Hydra (reproduce/compose.py) rather than reading them.
 
 File format (reproduce/tables/<id>.yaml):
 

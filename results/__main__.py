@@ -36,6 +36,41 @@ def portable_path(path) -> str:
         return p.name if p.is_absolute() else str(p)
 
 
+def write(table, results, scale: str, source: str, out, runs_dir=None, tables_dir=None,
+          results_for=None) -> dict[str, pathlib.Path]:
+    """Writes `<out>/<id>_<scale>.{md,tex,html}` (a figure: its PNG/SVG, Markdown and HTML);
+    returns the paths by suffix. runs_dir: TensorBoard curves; tables_dir and results_for (table
+    -> results): another table a figure takes points from. Here, above render and figures, since
+    it uses both (figures draws with render's numbers)."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{table.id}_{scale}"
+    paths: dict[str, pathlib.Path] = {}
+    seeds = render.completed_seeds(results)
+    before = render.rendered_seeds(out / f"{stem}.md")
+    if before is not None and before > seeds:
+        # A render of more evidence (e.g. the committed one) outlives a rerun from less.
+        raise render.FewerSeeds(f"{out / stem}.md renders {before} completed seed(s); these results "
+                                f"have {seeds}: kept it (render into another --out to see them)")
+    images: tuple[str, ...] = ()
+    if table.kind == "figure":
+        from results import figures  # matplotlib: only for a figure
+
+        drawn = figures.draw(table, results, out / stem, runs_dir=runs_dir, scale=scale,
+                             tables_dir=tables_dir, results_for=results_for)
+        paths.update(drawn)
+        images = tuple(p.name for suffix, p in drawn.items() if suffix == "png")
+    paths["md"] = out / f"{stem}.md"
+    paths["md"].write_text(f"{render.SEEDS_MARK}{seeds} -->\n"
+                           + render.markdown(table, results, scale, source, images))
+    if table.kind != "figure":
+        paths["tex"] = out / f"{stem}.tex"
+        paths["tex"].write_text(render.latex(table, results, scale))
+    paths["html"] = out / f"{stem}.html"
+    paths["html"].write_text(render.html_page(table, results, scale, source, images))
+    return paths
+
+
 def _render(args) -> int:
     tables_dir = pathlib.Path(args.tables)
     ids = registry.names(tables_dir) if args.table == ["all"] else args.table
@@ -57,8 +92,8 @@ def _render(args) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         try:
-            paths = render.write(table, results, args.scale, source, out, runs_dir=runs_dir,
-                                 tables_dir=tables_dir, results_for=results_for)
+            paths = write(table, results, args.scale, source, out, runs_dir=runs_dir,
+                          tables_dir=tables_dir, results_for=results_for)
         except render.FewerSeeds as e:
             print(f"error: {e}", file=sys.stderr)
             kept += 1

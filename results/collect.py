@@ -51,8 +51,8 @@ def lookup(summary: Mapping, key: str) -> Any:
     return value
 
 
-def _number(value) -> float | None:
-    # A null, a string or a non-finite value is no measurement.
+def number(value) -> float | None:
+    """A summary value as a measurement: a null, a string or a non-finite value is none."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
@@ -82,7 +82,7 @@ def cell_result(seeds: Mapping[str, tuple[str, dict | None]], keys: Iterable[str
     completed = [summary for status, summary in seeds.values() if status == "completed" and summary]
     values, mean, std = {}, {}, {}
     for key in keys:
-        values[key] = [v for v in (_number(lookup(s, key)) for s in completed) if v is not None]
+        values[key] = [v for v in (number(lookup(s, key)) for s in completed) if v is not None]
         mean[key], std[key] = mean_std(values[key])
     messages = {name: str(summary.get("message")) for name, (status, summary) in seeds.items()
                 if status != "completed" and summary and summary.get("message")}

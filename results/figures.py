@@ -55,10 +55,9 @@ import pathlib
 import sys
 import textwrap
 
-import yaml
 from matplotlib.figure import Figure
 
-from reproduce import registry
+from reproduce import compose, registry
 from results import collect as collect_lib
 from results import render
 
@@ -97,7 +96,7 @@ def ours_value(table, results, cell, key) -> tuple[float | None, float | None]:
     if key in result.mean:
         mean, std = result.mean[key], result.std.get(key)
     else:  # not collected by default: read it off the completed seeds' summaries
-        values = [collect_lib._number(collect_lib.lookup(s, key)) for s in result.summaries]
+        values = [collect_lib.number(collect_lib.lookup(s, key)) for s in result.summaries]
         mean, std = collect_lib.mean_std([v for v in values if v is not None])
     scale = _metric(table, key).scale if _metric(table, key) else 1.0
     return (None if mean is None else mean * scale), (None if std is None else std * scale)
@@ -121,15 +120,11 @@ def _cell(table, row_id, column_id):
 
 
 def parameter_value(cell, parameter: str | None):
-    """The value a cell's overrides give `parameter` (e.g. sam.beta), else None."""
+    """The value of `parameter` (e.g. sam.beta) in the cell's composed config (the registry's
+    setting: scale=paper), else None."""
     if cell is None or not parameter:
         return None
-    value = None
-    for override in cell.overrides:
-        key, _, text = override.lstrip("+~").partition("=")
-        if key == parameter:
-            value = yaml.safe_load(text)
-    return value
+    return compose.value(cell, parameter)
 
 
 def _series(table, plot) -> list[dict]:
@@ -221,6 +216,8 @@ def xy(fig, table, results, plot, scale, context):
     y = plot.get("y") or plot.get("metric") or _default_key(table, ("accuracy",))
     plot = {"connect": kind == "lines", "annotate": "column" if kind == "scatter" else None, **plot}
     all_series, groups, srcs = _series(table, plot), _row_groups(table, plot), sources(table, results, scale)
+    if any(se.get("parameter") for se in all_series) and (not x or plot["annotate"] == "parameter"):
+        compose.configs(table.cells)  # the cells' parameter values, composed in one Hydra context
     axes = _axes_grid(fig, len(srcs), len(groups))
     for s, (title, value) in enumerate(srcs):
         for g, group in enumerate(groups):

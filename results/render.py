@@ -18,12 +18,10 @@ import math
 import pathlib
 import re
 
-import yaml
-
+from reproduce import compose
 from results import claims as claims_lib
 from results import collect as collect_lib
 
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 MARKERS = {"missing": "— missing", "running": "… running", "failed": "✗ failed",
            "diverged": "✗ diverged", "preempted": "… preempted (resumable)"}
 RATIO_KINDS = ("time", "throughput")
@@ -188,28 +186,6 @@ def grid(table, results) -> list[tuple[str, list[list[str] | None]]]:
 
 # ---- cost relative to the base column ----------------------------------------------------------
 
-def _sam_from_overrides(overrides, configs_dir: pathlib.Path) -> dict:
-    """The `sam` group a cell's Hydra overrides compose to, in Hydra's order: the group's file
-    (command line choice over the experiment's), the experiment's values, then `sam.<key>=`."""
-    choice, experiment, values = None, {}, {}
-    for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key in ("sam", "/sam"):
-            choice = value
-        elif key == "experiment":
-            path = configs_dir / "experiment" / f"{value}.yaml"
-            experiment = yaml.safe_load(path.read_text()) if path.is_file() else {}
-        elif key.startswith("sam."):
-            values[key[4:]] = yaml.safe_load(value)
-    if choice is None:
-        for entry in experiment.get("defaults") or []:
-            if isinstance(entry, dict) and "override /sam" in entry:
-                choice = entry["override /sam"]
-    group_path = configs_dir / "sam" / f"{choice or 'none'}.yaml"
-    group = yaml.safe_load(group_path.read_text()) if group_path.is_file() else {"method": choice}
-    return {**(group or {}), **(experiment.get("sam") or {}), **values}
-
-
 def estimator_cost(sam_config: dict | None) -> float | None:
     """looksam.sam's ideal cost (passes per step) of a resolved `sam` config, else None."""
     if not isinstance(sam_config, dict):
@@ -224,17 +200,23 @@ def estimator_cost(sam_config: dict | None) -> float | None:
         return None
 
 
-def ideal_cost(table, column_id: str, results, configs_dir: pathlib.Path = CONFIGS_DIR) -> float | None:
-    """From a completed run's summary (cost.ideal_cost, else its config), else from the overrides."""
+def ideal_cost(table, column_id: str, results) -> float | None:
+    """From a completed run's summary (cost.ideal_cost, else its config), else from the estimator
+    of the column's first cell's composed config (reproduce/compose.py)."""
     cells = [c for c in table.cells if c.column == column_id]
     for cell in cells:
         summaries = results[cell.id].summaries if cell.id in results else ()
         for summary in summaries:
-            cost = collect_lib._number(collect_lib.lookup(summary, "cost.ideal_cost"))
+            cost = collect_lib.number(collect_lib.lookup(summary, "cost.ideal_cost"))
             cost = cost if cost is not None else estimator_cost(collect_lib.lookup(summary, "config.sam"))
             if cost is not None:
                 return cost
-    return estimator_cost(_sam_from_overrides(cells[0].overrides, configs_dir)) if cells else None
+    if not cells:
+        return None
+    try:
+        return compose.estimator(cells[0]).ideal_cost
+    except Exception:  # noqa: BLE001 - a cell that does not compose has no ideal cost to show
+        return None
 
 
 def _cost_ratio(value, base, kind: str) -> float | None:
@@ -247,13 +229,13 @@ def _mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def cost_rows(table, results, configs_dir: pathlib.Path = CONFIGS_DIR) -> list[dict]:
+def cost_rows(table, results) -> list[dict]:
     """Per column: paper, measured and ideal cost relative to the base column (mean over rows)."""
     if table.base_column is None:
         return []
     paper_metric = next(((i, m) for i, m in enumerate(table.metrics) if m.kind in RATIO_KINDS), None)
     cells = {c.id: c for c in table.cells}
-    base_ideal = ideal_cost(table, table.base_column, results, configs_dir)
+    base_ideal = ideal_cost(table, table.base_column, results)
     rows = []
     for column in table.columns:
         paper, measured = [], []
@@ -272,15 +254,15 @@ def cost_rows(table, results, configs_dir: pathlib.Path = CONFIGS_DIR) -> list[d
                                             ours_base.mean.get("images_per_sec"), "throughput")
                                 or _cost_ratio(ours.mean.get("seconds_per_epoch"),
                                                ours_base.mean.get("seconds_per_epoch"), "time"))
-        ideal = ideal_cost(table, column["id"], results, configs_dir)
+        ideal = ideal_cost(table, column["id"], results)
         rows.append({"column": column["id"], "label": column["label"], "paper": _mean(paper),
                      "measured": _mean(measured), "ideal": ratio(ideal, base_ideal)})
     return rows
 
 
-def cost_grid(table, results, configs_dir: pathlib.Path = CONFIGS_DIR) -> list[list[str]]:
+def cost_grid(table, results) -> list[list[str]]:
     return [[r["label"]] + ["—" if r[k] is None else f"{r[k]:.2f}" for k in ("paper", "measured", "ideal")]
-            for r in cost_rows(table, results, configs_dir)]
+            for r in cost_rows(table, results)]
 
 
 def cost_caption(table) -> str:
@@ -594,7 +576,7 @@ def html_page(table, results, scale: str, source: str, images: tuple[str, ...] =
     return html_document(title(table), html_body(table, results, scale, source, images))
 
 
-# ---- files ------------------------------------------------------------------------------------
+# ---- files (results/__main__.py:write writes them) ---------------------------------------------
 
 SEEDS_MARK = "<!-- completed seeds: "
 
@@ -618,36 +600,3 @@ def rendered_seeds(path: pathlib.Path) -> int | None:
         return int(text[len(SEEDS_MARK):].split(" ", 1)[0])
     match = re.search(r"cells: (\d+) completed", text)
     return int(match.group(1)) if match else 0
-
-
-def write(table, results, scale: str, source: str, out, runs_dir=None, tables_dir=None,
-          results_for=None) -> dict[str, pathlib.Path]:
-    """Writes `<out>/<id>_<scale>.{md,tex,html}` (a figure: its PNG/SVG, Markdown and HTML);
-    returns the paths by suffix. runs_dir: TensorBoard curves; tables_dir and results_for (table
-    -> results): another table a figure takes points from."""
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{table.id}_{scale}"
-    paths: dict[str, pathlib.Path] = {}
-    seeds = completed_seeds(results)
-    before = rendered_seeds(out / f"{stem}.md")
-    if before is not None and before > seeds:
-        # A render of more evidence (e.g. the committed one) outlives a rerun from less.
-        raise FewerSeeds(f"{out / stem}.md renders {before} completed seed(s); these results have "
-                         f"{seeds}: kept it (render into another --out to see them)")
-    images: tuple[str, ...] = ()
-    if table.kind == "figure":
-        from results import figures
-
-        drawn = figures.draw(table, results, out / stem, runs_dir=runs_dir, scale=scale,
-                             tables_dir=tables_dir, results_for=results_for)
-        paths.update(drawn)
-        images = tuple(p.name for suffix, p in drawn.items() if suffix == "png")
-    paths["md"] = out / f"{stem}.md"
-    paths["md"].write_text(f"{SEEDS_MARK}{seeds} -->\n" + markdown(table, results, scale, source, images))
-    if table.kind != "figure":
-        paths["tex"] = out / f"{stem}.tex"
-        paths["tex"].write_text(latex(table, results, scale))
-    paths["html"] = out / f"{stem}.html"
-    paths["html"].write_text(html_page(table, results, scale, source, images))
-    return paths

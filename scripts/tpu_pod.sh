@@ -88,8 +88,8 @@ Environment:
 Example:
   export TPU_NAME=looksam-v3-128 ZONE=europe-west4-a BUCKET=my-bucket
   $PROG create && $PROG setup
-  $PROG run -- experiment=looksam_imagenet_vit_b16 scale=paper \\
-      data.data_dir=gs://my-bucket/tensorflow_datasets
+  $PROG run -- $(python -m reproduce config looksam_table2 vit_b16/looksam5 --overrides) \\
+      scale=paper data.data_dir=gs://my-bucket/tensorflow_datasets
   $PROG copy                # gs://my-bucket/runs/looksam-v3-128 -> ./runs/tpu/looksam-v3-128
   $PROG delete
 EOF

@@ -235,11 +235,11 @@ def test_record_is_portable_and_never_replaces(fake_runs, tmp_path):
 def test_render_never_replaces_a_render_of_more_seeds(fake_runs, tmp_path):
     table = registry.load(BASE)
     out = tmp_path / "out"
-    render.write(table, collect.collect(table, fake_runs, SCALE), SCALE, "test", out)
+    cli.write(table, collect.collect(table, fake_runs, SCALE), SCALE, "test", out)
     first = (out / f"{BASE}_{SCALE}.md").read_text()
     assert render.rendered_seeds(out / f"{BASE}_{SCALE}.md") == 6
     with pytest.raises(render.FewerSeeds):
-        render.write(table, collect.collect(table, tmp_path / "empty", SCALE), SCALE, "test", out)
+        cli.write(table, collect.collect(table, tmp_path / "empty", SCALE), SCALE, "test", out)
     assert (out / f"{BASE}_{SCALE}.md").read_text() == first
     assert cli.main(["render", BASE, "--runs", str(tmp_path / "empty"), "--scale", SCALE,
                      "--out", str(out)]) == 1

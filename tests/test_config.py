@@ -20,8 +20,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from looksam import config, models, optim, sam
+from looksam import config, models, optim, run_identity, sam
 from looksam.data import pipeline
+from reproduce import registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -33,8 +34,18 @@ def names(group, configs=CONFIGS):
     return sorted(p.stem for p in (configs / group).glob("*.yaml"))
 
 
-EXPERIMENTS = names("experiment")
 GROUP_FILES = [(g, n) for g in (*GROUPS, "experiment") for n in names(g)]
+# Registry cells (reproduce/tables/, the only description of a paper's settings) the tests below
+# compose as examples of a paper run: ESAM Table 1 (its hyper-parameters: ESAM Table 4), LookSAM
+# Table 1 (SGD-M on CIFAR) and Table 2 (a ViT on ImageNet, warmup steps and m-sharpness).
+PAPER_CELLS = [("esam_table1", "resnet18_cifar10/esam"), ("looksam_table1", "resnet18/looksam5"),
+               ("looksam_table2", "vit_b16/looksam5")]
+CELL_IDS = [f"{t}:{c}" for t, c in PAPER_CELLS]
+VIT_B16 = PAPER_CELLS[2]
+
+
+def cell_overrides(table_id, cell_id) -> list[str]:
+    return list(registry.load(table_id).cell(cell_id).overrides)
 
 
 def compose_cfg(*overrides, configs=CONFIGS, **kwargs):
@@ -44,7 +55,7 @@ def compose_cfg(*overrides, configs=CONFIGS, **kwargs):
 
 
 def scaled(*overrides):
-    return config.apply_scale(compose_cfg(*overrides))
+    return config.scaled_config(compose_cfg(*overrides))
 
 
 def error_text(exc: BaseException) -> str:
@@ -63,7 +74,7 @@ def test_defaults_compose_and_validate():
     cfg = scaled()
     assert (cfg.model.name, cfg.data.name, cfg.optimizer.name, cfg.sam.method, cfg.scale.name) == (
         "resnet18", "cifar10", "sgd", "none", "paper")
-    assert config.validate(cfg).method == "none"
+    assert config.validated_estimator(cfg).method == "none"
 
 
 def test_group_files_cover_the_registries():
@@ -73,13 +84,12 @@ def test_group_files_cover_the_registries():
     assert names("data") == sorted(pipeline.DATASETS)
     assert {"cosine", "linear"} <= set(names("schedule"))
     assert names("scale") == sorted(SCALES)
-    assert len(EXPERIMENTS) >= 3
 
 
 @pytest.mark.parametrize("group,name", GROUP_FILES, ids=[f"{g}={n}" for g, n in GROUP_FILES])
 def test_every_group_file_composes_and_validates(group, name):
     cfg = scaled(f"{group}={name}")
-    config.validate(cfg)
+    config.validated_estimator(cfg)
     if group == "sam":
         assert cfg.sam.method == name
     elif group in ("model", "data", "optimizer", "scale"):
@@ -87,10 +97,10 @@ def test_every_group_file_composes_and_validates(group, name):
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_validates_at_every_scale(experiment, scale):
-    est = config.validate(scaled(f"experiment={experiment}", f"scale={scale}"))
-    assert est.method == compose_cfg(f"experiment={experiment}").sam.method
+@pytest.mark.parametrize("cell", PAPER_CELLS, ids=CELL_IDS)
+def test_paper_cells_validate_at_every_scale(cell, scale):
+    est = config.validated_estimator(scaled(*cell_overrides(*cell), f"scale={scale}"))
+    assert est.method == compose_cfg(*cell_overrides(*cell)).sam.method
 
 
 @pytest.mark.parametrize("scale", ("cpu", "smoke"))
@@ -99,7 +109,7 @@ def test_scale_model_kwargs_build_small_models(scale):
     limit = {"cpu": 5_000_000, "smoke": 100_000}[scale]
     for name in sorted(models.MODELS):
         cfg = scaled(f"model={name}", "data=imagenet2012", f"scale={scale}")
-        config.validate(cfg)
+        config.validated_estimator(cfg)
         spec = pipeline.spec(cfg.data.name)
         model = models.create(name, num_classes=spec.num_classes,
                               **OmegaConf.to_container(cfg.model.kwargs))
@@ -111,40 +121,56 @@ def test_scale_model_kwargs_build_small_models(scale):
 
 # --- the papers' settings ------------------------------------------------------------------------
 
-# (key, value) pairs transcribed from the tables each experiment file cites.
-TABLE_VALUES = {
-    # ESAM appendix A.3 Table 4, ResNet-18 / CIFAR-10 / ESAM column; beta, gamma: ESAM Section 3.1.
-    "esam_cifar10_resnet18": {
-        "model.name": "resnet18", "data.name": "cifar10", "optimizer.name": "sgd",
-        "trainer.epochs": 200, "trainer.batch_size": 128, "optimizer.lr": 0.05,
-        "optimizer.weight_decay": 1e-3, "schedule.decay": "cosine", "sam.method": "esam",
-        "sam.rho": 0.05, "sam.beta": 0.6, "sam.gamma": 0.5},
-    # LookSAM Table 1 (LookSAM-5, SGD-M, 200 epochs, batch 128); lr, wd, rho: ESAM Table 4 R-18 C-100.
-    "looksam_cifar100_resnet18": {
-        "model.name": "resnet18", "data.name": "cifar100", "optimizer.name": "sgd",
-        "trainer.epochs": 200, "trainer.batch_size": 128, "optimizer.lr": 0.05,
-        "optimizer.weight_decay": 1e-3, "schedule.decay": "cosine", "sam.method": "looksam",
-        "sam.rho": 0.05, "sam.k": 5, "sam.alpha": 0.7},
-    # LookSAM supplementary Table 8, "ViT-B-16 + LookSAM".
-    "looksam_imagenet_vit_b16": {
-        "model.name": "vit_b16", "data.name": "imagenet2012", "optimizer.name": "adamw",
-        "trainer.epochs": 300, "trainer.batch_size": 4096, "optimizer.lr": 3e-3,
-        "optimizer.weight_decay": 0.3, "optimizer.clip_norm": 1.0, "schedule.decay": "cosine",
-        "schedule.warmup_steps": 10000, "sam.method": "looksam", "sam.rho": 0.18, "sam.k": 5,
-        "sam.alpha": 0.7, "sam.m": 16},
-}
+# The config key a group file selects by its name (sam=esam: sam.method == "esam").
+GROUP_KEYS = {"model": "model.name", "data": "data.name", "optimizer": "optimizer.name",
+              "sam": "sam.method", "schedule": "schedule.decay"}
 
 
-@pytest.mark.parametrize("experiment", sorted(TABLE_VALUES))
-def test_experiments_hold_their_tables_values(experiment):
-    cfg = scaled(f"experiment={experiment}")
-    assert {k: OmegaConf.select(cfg, k) for k in TABLE_VALUES[experiment]} == TABLE_VALUES[experiment]
+def registry_values(table_id, cell_id) -> dict:
+    """The paper's settings as the registry file writes them for a cell: {config key: value}."""
+    values = {}
+    for override in OverridesParser.create().parse_overrides(cell_overrides(table_id, cell_id)):
+        key = override.key_or_group
+        values[GROUP_KEYS.get(key, key)] = override.value()  # typed as Hydra reads it: 1e-3 a float
+    return values
+
+
+@pytest.mark.parametrize("cell", PAPER_CELLS, ids=CELL_IDS)
+def test_paper_cells_hold_their_registry_values(cell):
+    """Every value the registry transcribes from the paper reaches the composed config at paper
+    scale, through the group files and the schema's defaults."""
+    want = registry_values(*cell)
+    assert len(want) >= 10  # the paper's hyper-parameters, not just a method
+    cfg = scaled(*cell_overrides(*cell))
+    assert {k: OmegaConf.select(cfg, k) for k in want} == want
     assert cfg.model.kwargs == {}  # the paper's architecture, unchanged at paper scale
 
 
-def test_command_line_overrides_an_experiment():
-    cfg = compose_cfg("experiment=looksam_imagenet_vit_b16", "model=wrn28_10", "sam.rho=0.3")
+def test_no_experiment_restates_a_registry_cell():
+    """configs/experiment/ holds only settings no table has: a paper cell is the registry's."""
+    experiments = names("experiment")
+    if not experiments:
+        return
+    from reproduce import compose
+
+    cells = [c for t in registry.all_tables().values() for c in t.cells]
+    known = compose.configs(cells)
+    for name in experiments:
+        mine = run_identity.resolved(scaled(f"experiment={name}"))
+        assert all(run_identity.changes(mine, other) for other in known), name
+
+
+def test_command_line_overrides_an_experiment(tmp_path):
+    """An experiment file (`# @package _global_`) sets values over the groups' and the command
+    line sets values over the experiment's."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: vit_b16\n"
+        "optimizer:\n  lr: 3.0e-3\nsam:\n  rho: 0.18\n")
+    cfg = compose_cfg("experiment=mine", "model=wrn28_10", "sam.rho=0.3",
+                      f"hydra.searchpath=[file://{tmp_path}]")
     assert (cfg.model.name, cfg.sam.rho, cfg.optimizer.lr) == ("wrn28_10", 0.3, 3e-3)
+    assert compose_cfg("experiment=mine", f"hydra.searchpath=[file://{tmp_path}]").model.name == "vit_b16"
 
 
 # --- bad keys, types and values fail early, naming the key ---------------------------------------
@@ -172,6 +198,7 @@ def test_compose_rejects_unknown_keys_and_wrong_types(override, key):
 def test_unknown_key_in_a_file_fails(tmp_path, group, text, key):
     configs = tmp_path / "configs"
     shutil.copytree(CONFIGS, configs)
+    (configs / group).mkdir(exist_ok=True)  # experiment/: none ship
     (configs / group / "bad.yaml").write_text(text)
     with pytest.raises(ConfigCompositionException) as info:
         compose_cfg(f"{group}=bad", configs=configs)
@@ -201,44 +228,44 @@ def test_unknown_key_in_a_file_fails(tmp_path, group, text, key):
 def test_validate_rejects_bad_values_naming_the_key(overrides, pattern):
     cfg = scaled(*overrides)
     with pytest.raises(ValueError) as info:
-        config.validate(cfg)
+        config.validated_estimator(cfg)
     assert re.search(pattern, str(info.value)), str(info.value)
 
 
 def test_resume_compares_what_a_run_computes():
     """A rerun in a workdir may move, log and checkpoint differently, never compute differently;
     a scale preset counts through the values it resolves to."""
-    base = config.to_dict(scaled("scale=smoke"))
-    moved = config.to_dict(scaled(
+    base = run_identity.resolved(scaled("scale=smoke"))
+    moved = run_identity.resolved(scaled(
         "scale=smoke", "trainer.workdir=/elsewhere", "data.data_dir=/data", "logger.project=p",
         "logger.wandb_mode=disabled", "scale.max_steps=9", "scale.log_every_steps=5",
         "trainer.microbatch=4", "trainer.num_devices=2", "trainer.checkpoint_every_steps=7",
         "distributed.initialization_timeout=5", "table=t1", "cell=c1"))
-    assert config.changes(base, moved) == []
-    other = config.to_dict(scaled("scale=smoke", "scale.model_kwargs.resnet18.width=8",
-                                  "scale.epochs=2", "trainer.seed=1"))
-    assert config.changes(base, other) == [
+    assert run_identity.changes(base, moved) == []
+    other = run_identity.resolved(scaled("scale=smoke", "scale.model_kwargs.resnet18.width=8",
+                                        "scale.epochs=2", "trainer.seed=1"))
+    assert run_identity.changes(base, other) == [
         "model.kwargs.width: 4 -> 8", "trainer.epochs: 1.0 -> 2.0", "trainer.seed: 0 -> 1"]
     # A key a free-form dict loses counts (an empty dict leaves no key of its own).
-    assert config.changes({"sam": {"rho": 0.05}}, {"sam": {}}) == ["sam.rho: 0.05 -> <unset>"]
-    assert config.changes({"model": {"kwargs": {}}}, {"model": {"kwargs": {"width": 8}}}) == [
+    assert run_identity.changes({"sam": {"rho": 0.05}}, {"sam": {}}) == ["sam.rho: 0.05 -> <unset>"]
+    assert run_identity.changes({"model": {"kwargs": {}}}, {"model": {"kwargs": {"width": 8}}}) == [
         "model.kwargs.width: <unset> -> 8"]
 
 
 def test_data_name_typo_is_rejected():
     with pytest.raises(ValueError, match="cifar11"):
-        config.validate(scaled("data.name=cifar11"))
+        config.validated_estimator(scaled("data.name=cifar11"))
 
 
 # --- scale presets: how big and how long, never the method ---------------------------------------
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_scale_never_changes_sam(experiment):
+@pytest.mark.parametrize("cell", PAPER_CELLS, ids=CELL_IDS)
+def test_scale_never_changes_sam(cell):
     # Only m may change: it must keep dividing the preset's batch (scaled_m, next tests).
-    raw = OmegaConf.to_container(compose_cfg(f"experiment={experiment}").sam)
+    raw = OmegaConf.to_container(compose_cfg(*cell_overrides(*cell)).sam)
     for scale in SCALES:
-        cfg = scaled(f"experiment={experiment}", f"scale={scale}")
+        cfg = scaled(*cell_overrides(*cell), f"scale={scale}")
         want = dict(raw, m=config.scaled_m(raw["m"], cfg.trainer.batch_size, cfg.trainer.microbatch))
         assert OmegaConf.to_container(cfg.sam) == want
 
@@ -264,28 +291,29 @@ def test_scaled_m_keeps_whole_groups(m, batch, microbatch, want):
 def test_scale_changes_sam_m_only_where_the_batch_needs_it():
     """sam.m is the only `sam` key a scale may change, and only to keep whole m-sharpness groups
     in the scaled batch (LookSAM's ViT tables: m = 16, the paper's per-core batch)."""
-    base = ("experiment=looksam_imagenet_vit_b16", "sam.m=16")
+    base = tuple(cell_overrides(*VIT_B16))
+    assert "sam.m=16" in base
     raw = OmegaConf.to_container(compose_cfg(*base).sam)
     for scale, extra, m in (("paper", (), 16), ("cpu", (), 16), ("afternoon", (), 16),
                             ("smoke", (), 8), ("cpu", ("trainer.microbatch=512",), 16),
                             ("smoke", ("scale.batch_size=24",), 12)):
         cfg = scaled(*base, f"scale={scale}", *extra)
         assert OmegaConf.to_container(cfg.sam) == {**raw, "m": m}, (scale, extra)
-        est = config.validate(cfg)
+        est = config.validated_estimator(cfg)
         assert est.m == m and cfg.trainer.batch_size % m == 0
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_paper_scale_is_the_experiment_itself(experiment):
-    cfg = compose_cfg(f"experiment={experiment}")
-    assert config.to_dict(config.apply_scale(cfg)) == config.to_dict(cfg)
+@pytest.mark.parametrize("cell", PAPER_CELLS, ids=CELL_IDS)
+def test_paper_scale_is_the_cell_itself(cell):
+    cfg = compose_cfg(*cell_overrides(*cell))
+    assert run_identity.resolved(config.scaled_config(cfg)) == run_identity.resolved(cfg)
 
 
 @pytest.mark.parametrize("scale", ("cpu", "smoke"))
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_cpu_and_smoke_shrink_what_they_claim(experiment, scale):
-    before = compose_cfg(f"experiment={experiment}", f"scale={scale}")
-    after = config.apply_scale(before)
+@pytest.mark.parametrize("cell", PAPER_CELLS, ids=CELL_IDS)
+def test_cpu_and_smoke_shrink_what_they_claim(cell, scale):
+    before = compose_cfg(*cell_overrides(*cell), f"scale={scale}")
+    after = config.scaled_config(before)
     s = before.scale
     assert after.trainer.epochs == s.epochs
     assert after.trainer.batch_size == s.batch_size == {"cpu": 128, "smoke": 8}[scale]
@@ -333,7 +361,7 @@ def test_sweep_expands_and_every_job_composes():
     seen = set()
     for job in jobs:
         cfg = scaled(*job)
-        config.validate(cfg)
+        config.validated_estimator(cfg)
         seen.add((cfg.sam.k, cfg.optimizer.name))
     assert seen == {(k, o) for k in (2, 5, 10) for o in ("sgd", "adamw")}
 
@@ -357,7 +385,7 @@ config.register()
 @hydra.main(config_path={configs!r}, config_name="config", version_base="1.3")
 def main(cfg):
     from hydra.core.hydra_config import HydraConfig
-    cfg = config.apply_scale(cfg)
+    cfg = config.scaled_config(cfg)
     print("JOB", cfg.sam.method, cfg.sam.k, cfg.trainer.max_steps, os.getcwd(),
           HydraConfig.get().runtime.output_dir, flush=True)
 
@@ -384,8 +412,8 @@ def test_multirun_with_the_basic_launcher(tmp_path):
 def test_cpu_scale_keeps_warmups_share_of_training():
     """LookSAM's ViT-B/16: 10k warmup steps of 300 epochs at batch 4096 on 1,281,167 images, i.e.
     10000 / (1281167 / 4096) = 31.97 epochs; at 3 epochs that is 0.3197 epochs, not 10k steps."""
-    cfg = scaled("experiment=looksam_imagenet_vit_b16", "scale=cpu")
+    cfg = scaled(*cell_overrides(*VIT_B16), "scale=cpu")
     assert cfg.schedule.warmup_steps is None
     assert cfg.schedule.warmup_epochs == pytest.approx(10000 / (1281167 / 4096) * 3 / 300, rel=1e-6)
-    paper = scaled("experiment=looksam_imagenet_vit_b16", "scale=paper")
+    paper = scaled(*cell_overrides(*VIT_B16), "scale=paper")
     assert paper.schedule.warmup_steps == 10000

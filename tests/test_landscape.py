@@ -21,7 +21,7 @@ from looksam import config, models, train
 from looksam.data import synthetic
 from reproduce import registry
 from results import __main__ as cli
-from results import collect, landscape, render
+from results import collect, landscape
 
 CONFIGS = str(pathlib.Path(__file__).resolve().parents[1] / "configs")
 
@@ -180,8 +180,8 @@ def test_landscape_command_on_a_smoke_run(smoke_run, capsys):
     # The registry figure draws that cell's surface and notes the two cells without one.
     table = registry.load("esam_figure4")
     renders = home / "renders"
-    paths = render.write(table, collect.collect(table, home / "runs", "smoke"), "smoke", "test", renders,
-                         runs_dir=home / "runs")
+    paths = cli.write(table, collect.collect(table, home / "runs", "smoke"), "smoke", "test", renders,
+                      runs_dir=home / "runs")
     assert paths["png"].stat().st_size > 0 and "<svg" in paths["svg"].read_text()
     assert "could not draw" not in capsys.readouterr().err
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -61,6 +62,65 @@ def test_list_tables_names_every_table(capsys):
     out = capsys.readouterr().out
     for name in registry.names():
         assert name in out
+
+
+def test_config_prints_the_cell_as_hydra_composes_it(capsys):
+    table = registry.load("esam_table1")
+    cell = table.cell("resnet18_cifar10/esam")
+    assert driver.main(["config", table.id, cell.id, "--scale", "cpu", "--seed", "1"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    config.register()
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("config", overrides=[*cell.overrides, "scale=cpu", "trainer.seed=1",
+                                           f"table={table.id}", f"cell={cell.id}"])
+    assert printed == OmegaConf.to_container(config.scaled_config(cfg), resolve=True)
+    assert (printed["sam"]["method"], printed["trainer"]["epochs"], printed["cell"]) == (
+        "esam", 3, cell.id)
+
+
+def test_config_overrides_and_unknown_cells(capsys):
+    cell = registry.load("looksam_table2").cell("vit_b16/looksam5")
+    assert driver.main(["config", "looksam_table2", cell.id, "--overrides"]) == 0
+    assert capsys.readouterr().out.split() == list(cell.overrides)
+    assert driver.main(["config", "looksam_table2", cell.id, "--overrides", "--scale", "cpu"]) == 0
+    assert capsys.readouterr().out.split() == [*cell.overrides, "scale=cpu"]
+    assert driver.main(["config", "looksam_table2", "vit_b16/nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no cell 'vit_b16/nope'" in err and "vit_b16/looksam5" in err  # lists the valid ids
+
+
+def test_compositions_share_one_hydra_context_and_a_disk_cache(tmp_path, monkeypatch):
+    import hydra
+
+    from reproduce import compose as compose_lib
+
+    opened = []
+    real = hydra.initialize_config_dir
+    monkeypatch.setattr(hydra, "initialize_config_dir", lambda *a, **k: opened.append(1) or real(*a, **k))
+    monkeypatch.setattr(compose_lib, "_CACHE", {})
+    monkeypatch.setattr(compose_lib, "_cache_file", lambda: tmp_path / "composed-test.json")
+    table = registry.load("looksam_iclr_cifar10")
+    cells = [table.cell(c) for c in ("resnet18/sgd", "resnet18/sam5", "resnet18/looksam5")]
+    first = compose_lib.configs(cells, scale="smoke")
+    assert len(opened) == 1 and [c["sam"]["method"] for c in first] == ["none", "sam_k", "looksam"]
+    assert compose_lib.configs(cells, scale="smoke") == first and len(opened) == 1  # memory
+    monkeypatch.setattr(compose_lib, "_CACHE", {})  # a new process: read back from disk
+    assert compose_lib.configs(cells, scale="smoke") == first and len(opened) == 1
+    compose_lib.configs(cells[:1], scale="cpu")  # another scale composes again
+    assert len(opened) == 2
+
+
+def test_fingerprint_follows_what_composition_reads(tmp_path, monkeypatch):
+    from reproduce import compose as compose_lib
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "a.yaml").write_text("x: 1\n")
+    monkeypatch.setattr(compose_lib, "_INPUTS", (tmp_path / "configs",))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    name = compose_lib._cache_file.__wrapped__()
+    assert name.parent == tmp_path / "cache" / "looksam"
+    (tmp_path / "configs" / "a.yaml").write_text("x: 2\n")
+    assert compose_lib._cache_file.__wrapped__() != name
 
 
 def test_estimates_come_from_the_committed_sgd_runs(tmp_path):

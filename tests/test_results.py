@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from reproduce import registry
 from results import __main__ as cli
 from results import collect, figures, render
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 TABLE = "looksam_iclr_cifar10"
 SCALE = "cpu"
 
@@ -59,7 +61,7 @@ def rendered(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     table = registry.load(TABLE)
     results = collect.collect(table, runs, SCALE)
-    paths = render.write(table, results, SCALE, str(runs), out)
+    paths = cli.write(table, results, SCALE, str(runs), out)
     return table, results, paths, paths["md"].read_text()
 
 
@@ -112,7 +114,41 @@ def test_cost_table_ideal_and_measured(rendered):
 
     assert cost_row("LookSAM-5") == ["LookSAM-5", "—", f"{1000 / 830:.2f}", "1.20"]
     assert cost_row("SAM") == ["SAM", "—", "2.00", "2.00"]
-    assert cost_row("SAM-10")[3] == "1.10"  # never run: from its overrides (sam=sam_k, sam.k=10)
+    assert cost_row("SAM-10")[3] == "1.10"  # never run: from its composed config (sam_k, k=10)
+
+
+def test_never_run_cells_take_cost_and_parameters_from_the_composed_config():
+    """Not from a reading of the overrides: `++sam.k=10` sets k as Hydra composes it, and a key no
+    override names has the value of the group file (sam/looksam.yaml: k 5) or the schema."""
+    forced = registry.Cell("r", "c", ("sam=sam_k", "++sam.k=10"), (None,))
+    table = dataclasses.replace(registry.load(TABLE), cells=(forced,), base_column=None,
+                                columns=({"id": "c", "label": "C"},))
+    assert render.ideal_cost(table, "c", {}) == pytest.approx(1.1)
+    assert figures.parameter_value(forced, "sam.k") == 10
+    plain = registry.Cell("r", "c", ("sam=looksam",), (None,))
+    assert figures.parameter_value(plain, "sam.k") == 5
+    assert figures.parameter_value(plain, "sam.alpha") == 0.7
+    assert figures.parameter_value(plain, "sam.nonexistent") is None
+
+
+def test_render_and_figures_import_no_loop():
+    """render holds the numbers and texts, figures draws with them, and the writer (results/
+    __main__.py) uses both: no module of the two imports the other back, even inside a function."""
+    import ast
+
+    def imported(module):
+        tree = ast.parse((ROOT / "results" / f"{module}.py").read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "results":
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("results."):
+                names.add(node.module.split(".")[1])
+        return names
+
+    assert "figures" not in imported("render") and "__main__" not in imported("render")
+    assert "render" in imported("figures") and "__main__" not in imported("figures")
+    assert not hasattr(render, "write") and callable(cli.write)
 
 
 def test_tex_and_html_written(rendered):
@@ -176,7 +212,7 @@ def throughput_table(tmp_path):
 
 def test_throughput_ratio_to_the_base_column(throughput_table, tmp_path):
     table, runs = throughput_table()
-    md = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")["md"]
+    md = cli.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")["md"]
     md = md.read_text()
     assert "images/s: 600 ± 10 (0.60x SGD) · paper 1,717 (0.50x SGD)" in md
     assert "images/s: 1,000 · paper 3,434 |" in md  # the base column: no ratio to itself
@@ -192,7 +228,7 @@ def test_throughput_ratio_to_the_base_column(throughput_table, tmp_path):
 def test_ratio_to_a_second_column(throughput_table, tmp_path):
     table, runs = throughput_table(plot="{ratio_to: sam}")
     write_summary(runs, table.id, "vit/sam", 0, **completed(0.72, ips=500.0))
-    md = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")["md"]
+    md = cli.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")["md"]
     md = md.read_text()
     assert "images/s: 600 ± 10 (0.60x SGD, 1.20x SAM) · paper 1,717 (0.50x SGD)" in md
     assert "images/s: 500 (0.50x SGD) · paper —" in md
@@ -201,7 +237,7 @@ def test_ratio_to_a_second_column(throughput_table, tmp_path):
 def test_scatter_figure_writes_png_and_svg(throughput_table, tmp_path):
     table, runs = throughput_table("figure", "{type: scatter, x: images_per_sec, y: best_test_accuracy, "
                                              "connect: true, xscale: log}")
-    paths = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")
+    paths = cli.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in paths["svg"].read_text()
     assert f"]({paths['png'].name})" in paths["md"].read_text()
@@ -222,8 +258,8 @@ def test_every_figure_type_draws(throughput_table, tmp_path, capsys, plot, with_
     throughput_table(table_id="other")  # points_from's table
     table, runs = throughput_table("figure", plot)
     runs = runs if with_runs else tmp_path / "no_runs"
-    paths = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out",
-                         runs_dir=runs, tables_dir=tmp_path)
+    paths = cli.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out",
+                      runs_dir=runs, tables_dir=tmp_path)
     assert paths["png"].stat().st_size > 0 and paths["svg"].stat().st_size > 0
     assert "could not draw" not in capsys.readouterr().err  # drawn, not replaced by the error note
 
@@ -365,7 +401,7 @@ def test_figure4_normalised_on_one_axis():
                                   "{type: scatter, normalise: nonsense}"])
 def test_normalised_scatter_draws(throughput_table, tmp_path, capsys, plot):
     table, runs = throughput_table("figure", plot)
-    paths = render.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")
+    paths = cli.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     err = capsys.readouterr().err
     assert "could not draw" not in err

@@ -118,7 +118,7 @@ def test_setup_and_mount_mount_the_bucket_with_gcsfuse_on_every_worker():
 
 
 def test_run_passes_overrides_verbatim_to_every_worker():
-    overrides = ["experiment=looksam_imagenet_vit_b16", "scale=paper", "logger.name=my run",
+    overrides = ["model=vit_b16", "scale=paper", "logger.name=my run",
                  "logger.group=${trainer.seed}", "logger.tags=[it's,$HOME]", "trainer.microbatch=1024"]
     [cmd] = gcloud("run", "--", *overrides, WORKDIR="/mnt/looksam/vit b16")
     assert cmd[4:6] == ["ssh", "looksam-pod"] and "--worker=all" in cmd
