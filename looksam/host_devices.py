@@ -1,12 +1,12 @@
 """How many CPU devices a run splits its batch over, set before JAX starts.
 
-XLA:CPU runs one device's convolutions on few threads, so one device leaves most cores idle:
-on a 2-core machine a CIFAR ResNet-18 SGD step takes 16.2 s on one device and 7.4-7.7 s on two
-(docs/bench/, docs/measurements.md "Speed on a CPU: host devices"). Every entry point (`looksam-train`, `python -m reproduce
-run`, the make targets, which all start `looksam.train`) therefore asks XLA for as many host devices
-as the batch divides over, up to the cores this process may use, unless the user said otherwise:
-a `--xla_force_host_platform_device_count` already in XLA_FLAGS, or `trainer.num_devices` (which
-then gets exactly that many). On a GPU or TPU the flag only adds CPU devices nobody uses.
+XLA:CPU runs one device's convolutions on few threads, so one device leaves most cores idle
+(the measured step times: docs/measurements.md, "Speed on a CPU: host devices"). Every entry point
+(`looksam-train`, `python -m reproduce run`, the make targets, which all start `looksam.train`)
+therefore asks XLA for as many host devices as the batch divides over, up to the cores this
+process may use, unless the user said otherwise: a `--xla_force_host_platform_device_count`
+already in XLA_FLAGS, or `trainer.num_devices` (which then gets exactly that many). On a GPU or
+TPU the flag only adds CPU devices nobody uses.
 """
 
 from __future__ import annotations

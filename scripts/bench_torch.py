@@ -234,7 +234,7 @@ def our_step(method, width, batch, lr, weight_decay, rho=0.05, beta=0.6, gamma=0
               "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=sharded)}
     steps = train.compile_steps(train.make_train_step(model, tx, est, lambda s: lr, root), est,
                                 state, shapes)
-    holder = {"state": state}
+    holder = {"state": state, "steps": steps}  # steps: the compiled programs (for profiles)
 
     def run(images, labels):
         b = {"image": jax.device_put(images, sharded), "label": jax.device_put(labels, sharded)}
