@@ -14,11 +14,11 @@ ICLR CIFAR-10 table and ESAM Table 1 both take from ESAM Table 4 share their run
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import pathlib
 
-from reproduce import registry
+from reproduce import compose, registry
 
 EVIDENCE_DIR = pathlib.Path(__file__).resolve().parent.parent / "evidence"
 # Where a run happened to live on the machine that ran it: not evidence, and not portable.
@@ -33,25 +33,6 @@ def portable(summary: dict) -> dict:
         if isinstance(config.get(group), dict) and key in config[group]:
             config[group][key] = None
     return out
-
-
-@functools.cache
-def composed(table_id: str, cell_id: str, scale: str, seed: int) -> dict:
-    """The resolved config a cell runs with at `scale` (what its summary records)."""
-    import os
-
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from looksam import config
-
-    config.register()
-    table = registry.load(table_id)
-    cell = table.cell(cell_id)
-    overrides = list(cell.overrides) + [f"scale={scale}", f"trainer.seed={seed}"]
-    with initialize_config_dir(os.fspath(registry.SCALES_DIR.parent), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(config.scaled_config(cfg), resolve=True)
 
 
 def same_run(a: dict, b: dict) -> bool:
@@ -106,27 +87,19 @@ def record(table_id: str, runs, scale: str, into=EVIDENCE_DIR, replace: bool = F
 def _share(table, cell, seed: int, scale: str, summary: dict, into, replace: bool) -> list[str]:
     lines = []
     origin = f"{table.id}/{cell.id}/seed{seed}"
-    for other in registry.all_tables().values():
-        for other_cell in other.cells:
-            if (other.id, other_cell.id) == (table.id, cell.id):
-                continue
-            if not _method_matches(summary, other_cell):
-                continue
-            try:
-                target = composed(other.id, other_cell.id, scale, seed)
-            except Exception:  # noqa: BLE001 - a cell that does not compose shares nothing
-                continue
-            if not same_run(summary["config"], target):
-                continue
-            copy = dict(summary, evidence_from=origin, table=other.id, cell=other_cell.id)
-            dest = registry.run_dir(into, other.id, scale, other_cell.row, other_cell.column, seed)
-            what = _write(dest / "summary.json", copy, replace)
-            lines.append(f"  shared with {other.id} {other_cell.id}: {what}")
+    others = [(other, other_cell) for other in registry.all_tables().values()
+              for other_cell in other.cells if (other.id, other_cell.id) != (table.id, cell.id)]
+    with contextlib.suppress(Exception):  # all in one Hydra context (and cached); failures below
+        compose.configs([c for _, c in others], scale, seed)
+    for other, other_cell in others:
+        try:
+            target = compose.config(other_cell, scale, seed)
+        except Exception:  # noqa: BLE001 - a cell that does not compose shares nothing
+            continue
+        if not same_run(summary["config"], target):
+            continue
+        copy = dict(summary, evidence_from=origin, table=other.id, cell=other_cell.id)
+        dest = registry.run_dir(into, other.id, scale, other_cell.row, other_cell.column, seed)
+        what = _write(dest / "summary.json", copy, replace)
+        lines.append(f"  shared with {other.id} {other_cell.id}: {what}")
     return lines
-
-
-def _method_matches(summary: dict, cell) -> bool:
-    """A cheap filter before composing: the cell selects the summary's method."""
-    method = (summary.get("config") or {}).get("sam", {}).get("method", "none")
-    selected = [o.split("=", 1)[1] for o in cell.overrides if o.startswith("sam=")]
-    return (selected[-1] if selected else "none") == method

@@ -249,3 +249,28 @@ def test_render_never_replaces_a_render_of_more_seeds(fake_runs, tmp_path):
 def test_scales_come_from_configs():
     assert {"paper", "cpu", "smoke", "afternoon"} <= set(registry.scale_names())
     assert registry.run_dir("r", "t", "s", "row", "col", 2) == pathlib.Path("r/t/s/row/col/seed2")
+
+
+@pytest.mark.slow  # composes every registry cell (half a minute cold); make test-slow (and CI) run it
+def test_record_shares_a_run_with_the_equal_cells_of_other_tables(tmp_path):
+    # The ICLR CIFAR-10 table and ESAM Table 1 both take their ResNet-18 SGD-M and SAM cells from
+    # ESAM Table 4's settings, so an SGD-M run of one is the other's too; SAM's is not SGD-M's.
+    from reproduce import compose
+
+    table = registry.load("looksam_iclr_cifar10")
+    runs, store = tmp_path / "runs", tmp_path / "evidence"
+    for column in ("sgd", "sam5"):
+        config = compose.config(table.cell(f"resnet18/{column}"), "smoke", 0)
+        run = dict(summary(0.7, 0, "none"), config=config)
+        d = registry.run_dir(runs, table.id, "smoke", "resnet18", column, 0)
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps(run))
+    lines = evidence.record(table.id, runs, "smoke", into=store)
+    shared = [x for x in lines if "shared with" in x]
+    assert any("esam_table1 resnet18_cifar10/sgd" in x for x in shared)
+    assert not any("resnet18_cifar10/sam:" in x or "resnet18_cifar10/esam" in x for x in shared)
+    copy = json.loads((registry.run_dir(store, "esam_table1", "smoke", "resnet18_cifar10", "sgd", 0)
+                       / "summary.json").read_text())
+    assert copy["evidence_from"] == "looksam_iclr_cifar10/resnet18/sgd/seed0"
+    assert copy["table"] == "esam_table1" and copy["cell"] == "resnet18_cifar10/sgd"
+    assert not registry.run_dir(store, "esam_table1", "smoke", "resnet18_cifar10", "sam", 0).exists()
