@@ -141,6 +141,13 @@ def _sweep(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    path = report.build(args.runs, args.scale, args.out, args.tables,
+                        source=f"`{portable_path(args.runs)}`", redraw=args.redraw)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _list(args) -> int:
     for table_id, table in registry.all_tables(pathlib.Path(args.tables)).items():
         kind = f"{table.kind} ({table.plot.get('type', '?')})" if table.kind == "figure" else table.kind
@@ -172,7 +179,7 @@ def main(argv=None) -> int:
     rp.add_argument("--out", default=None, help="where index.html and the figures' PNGs go "
                                                 "(default: <runs>/renders)")
     rp.add_argument("--redraw", action="store_true", help="draw every figure again, even up to date")
-    rp.set_defaults(fn=report.main)
+    rp.set_defaults(fn=_report)
     sub.add_parser("list", help="list the registry's tables and figures").set_defaults(fn=_list)
     c = sub.add_parser("claims", help="check a table's claims (committed evidence by default)")
     c.add_argument("table", choices=registry.names())

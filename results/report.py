@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import os
 import pathlib
-import sys
 
 from reproduce import registry
 from results import claims as claims_lib
@@ -120,12 +119,3 @@ def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: st
     path = out / "index.html"
     path.write_text(page)
     return path
-
-
-def main(args) -> int:
-    from results.__main__ import portable_path
-
-    path = build(args.runs, args.scale, args.out, args.tables,
-                 source=f"`{portable_path(args.runs)}`", redraw=args.redraw)
-    print(f"wrote {path}", file=sys.stderr)
-    return 0

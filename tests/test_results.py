@@ -148,6 +148,9 @@ def test_render_and_figures_import_no_loop():
 
     assert "figures" not in imported("render") and "__main__" not in imported("render")
     assert "render" in imported("figures") and "__main__" not in imported("figures")
+    # Only the command line imports the command line: no library module reaches back into it.
+    for module in ("claims", "collect", "evidence", "figures", "landscape", "render", "report", "sweep"):
+        assert "__main__" not in imported(module), module
     assert not hasattr(render, "write") and callable(cli.write)
 
 
