@@ -34,8 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from clu import metrics as clu_metrics
-from flax.training import train_state
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from jax.experimental import multihost_utils
@@ -44,26 +42,13 @@ from jax.sharding import PartitionSpec as P
 
 from looksam import checkpoint, config, distributed, host_devices, models, optim, run_identity, tracking
 from looksam.data import pipeline, synthetic
+from looksam.state import EvalMetrics, TrainState
 
 log = logging.getLogger("looksam.train")
 
 
 # Step metrics of LookSAM's SAM steps that a run's history keeps (looksam/sam/estimator.py).
 DRIFT_KEYS = ("g_v_cos_prev", "g_v_change")
-
-
-class TrainState(train_state.TrainState):
-    """flax's TrainState (step, params, the optax chain tx and its opt_state; `apply_gradients` is
-    the optimizer step) with the estimator's state (its own step counter, equal to `step`, and
-    LookSAM's g_v) and the BatchNorm statistics (None for a model without BatchNorm)."""
-    est_state: Any
-    batch_stats: Any = None
-
-
-# Accuracy and mean cross-entropy over the examples with mask=True (padding left out). Made with
-# `create`, not as a subclass: clu reads a subclass's annotations, which are strings in this module.
-EvalMetrics = clu_metrics.Collection.create(accuracy=clu_metrics.Accuracy,
-                                            loss=clu_metrics.Average.from_output("loss"))
 
 
 def code_version() -> str:
