@@ -6,7 +6,10 @@ measured table, its claims and its curves without rerunning anything.
 The layout is a runs folder's (reproduce.registry.run_dir), so everything that reads runs reads it.
 `record` copies the completed runs of a runs folder into it, without machine-specific paths; a
 summary already recorded is never replaced by a different one (`replace=True` to do so on
-purpose), and nothing but completed runs is recorded. A cell of another table whose composed
+purpose), and nothing but completed runs is recorded. The points of a sweep over a cell
+(<column>/<variant>/seed<k>, e.g. sam.alpha=0.2) are recorded at the same place; the point whose
+config is the cell's as the table now composes it (its value became the table's) is also recorded
+as the cell's run, naming the point in `evidence_from`. A cell of another table whose composed
 config at the same scale equals a recorded run's (run_identity.changes() empty, the resumable keys
 aside) gets a copy that names where it came from (`evidence_from`): the SGD-M and SAM cells the
 ICLR CIFAR-10 table and ESAM Table 1 both take from ESAM Table 4 share their runs.
@@ -58,35 +61,70 @@ def _write(path: pathlib.Path, summary: dict, replace: bool) -> str:
 
 def record(table_id: str, runs, scale: str, into=EVIDENCE_DIR, replace: bool = False,
            share: bool = True) -> list[str]:
-    """Copies the completed runs of `table_id` at `scale` from `runs` into the store; one line
-    per seed saying what happened. `share`: also into equal cells of other tables."""
+    """Copies the completed runs of `table_id` at `scale` from `runs` into the store, the points
+    of sweeps over its cells (<column>/<variant>/seed<k>) too; one line per seed saying what
+    happened. A sweep point whose config equals the cell's as the table now composes it (the
+    swept value became the table's) is also that cell's run. `share`: also into equal cells of
+    other tables."""
     table = registry.load(table_id)
     lines = []
     for cell in table.cells:
-        for seed_dir in sorted((pathlib.Path(runs) / table.id / scale / cell.row / cell.column)
-                               .glob("seed*")):
-            try:
-                summary = json.loads((seed_dir / "summary.json").read_text())
-            except (OSError, ValueError):
-                continue
-            if summary.get("status") != "completed":
-                lines.append(f"{cell.id}/{seed_dir.name}: {summary.get('status')}, not recorded")
+        cell_dir = registry.run_dir(runs, table.id, scale, cell.row, cell.column, 0).parent
+        for seed_dir in sorted(cell_dir.glob("seed*")):
+            summary = _completed(seed_dir, f"{cell.id}/{seed_dir.name}", lines)
+            if summary is None:
                 continue
             seed = int(seed_dir.name[4:])
+            lines += _record_cell(table, cell, seed, scale, portable(summary), into, replace, share)
+        for seed_dir in sorted(cell_dir.glob("*=*/seed*")):
+            variant, seed = seed_dir.parent.name, int(seed_dir.name[4:])
+            summary = _completed(seed_dir, f"{cell.id}/{variant}/{seed_dir.name}", lines)
+            if summary is None:
+                continue
             clean = portable(summary)
-            dest = registry.run_dir(into, table.id, scale, cell.row, cell.column, seed)
+            dest = registry.run_dir(into, table.id, scale, cell.row, cell.column, seed, variant)
             what = _write(dest / "summary.json", clean, replace)
-            lines.append(f"{cell.id}/{seed_dir.name}: {what} in {dest}"
-                         + (" (a different summary is there; --replace to overwrite)"
-                            if what == "kept" else ""))
-            if share:
-                lines += _share(table, cell, seed, scale, clean, into, replace)
+            lines.append(f"{cell.id}/{variant}/seed{seed}: {what} in {dest}" + _kept_hint(what))
+            try:
+                target = compose.config(cell, scale, seed)
+            except Exception:  # noqa: BLE001 - a cell that does not compose takes no point
+                continue
+            if same_run(clean["config"], target):
+                copy = dict(clean, evidence_from=f"{table.id}/{cell.id}/{variant}/seed{seed}")
+                lines.append(f"  is {cell.id}/seed{seed} as the table now composes it:")
+                lines += ["  " + x for x in
+                          _record_cell(table, cell, seed, scale, copy, into, replace, share)]
+    return lines
+
+
+def _completed(seed_dir: pathlib.Path, name: str, lines: list[str]) -> dict | None:
+    try:
+        summary = json.loads((seed_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != "completed":
+        lines.append(f"{name}: {summary.get('status')}, not recorded")
+        return None
+    return summary
+
+
+def _kept_hint(what: str) -> str:
+    return " (a different summary is there; --replace to overwrite)" if what == "kept" else ""
+
+
+def _record_cell(table, cell, seed: int, scale: str, clean: dict, into, replace: bool,
+                 share: bool) -> list[str]:
+    dest = registry.run_dir(into, table.id, scale, cell.row, cell.column, seed)
+    what = _write(dest / "summary.json", clean, replace)
+    lines = [f"{cell.id}/seed{seed}: {what} in {dest}" + _kept_hint(what)]
+    if share:
+        lines += _share(table, cell, seed, scale, clean, into, replace)
     return lines
 
 
 def _share(table, cell, seed: int, scale: str, summary: dict, into, replace: bool) -> list[str]:
     lines = []
-    origin = f"{table.id}/{cell.id}/seed{seed}"
+    origin = summary.get("evidence_from") or f"{table.id}/{cell.id}/seed{seed}"
     others = [(other, other_cell) for other in registry.all_tables().values()
               for other_cell in other.cells if (other.id, other_cell.id) != (table.id, cell.id)]
     with contextlib.suppress(Exception):  # all in one Hydra context (and cached); failures below

@@ -1,6 +1,7 @@
 """Renders any multirun over its swept keys: `python -m results sweep <dir>`.
 
-Every summary.json under <dir> is one job. The swept keys are the config keys whose values differ
+Every summary.json under <dir> is one job (a copy the evidence store made of a run recorded
+elsewhere, marked `evidence_from`, is not). The swept keys are the config keys whose values differ
 between jobs (the seed, labels and where a job ran aside). One key: a table of its values; two:
 a grid, plus a heatmap PNG. Each entry: mean ± sample std over trainer.seed of the validation
 accuracy (what a choice is made on) and of the final test accuracy, the number of completed seeds,
@@ -27,6 +28,8 @@ def load(directory) -> list[dict]:
             summary = json.loads(path.read_text())
         except (OSError, ValueError):
             summary = {"status": "failed", "message": "unreadable summary.json"}
+        if summary.get("evidence_from"):  # a recorded copy of a run kept elsewhere: not a job
+            continue
         summary["_path"] = str(path.parent)
         jobs.append(summary)
     return jobs

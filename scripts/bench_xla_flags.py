@@ -51,36 +51,23 @@ def worker(args) -> None:
 
     import jax
     import numpy as np
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
-    from looksam import models, optim, sam, train
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_torch  # the trainer's own SGD-momentum step, as bench_torch and profile_step time it
 
-    devices = jax.devices()
-    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    model = models.create("resnet18", num_classes=10, width=args.width)
+    holder, run = bench_torch.our_step("sgd", args.width, args.batch, lr=0.1, weight_decay=5e-4)
     rng = np.random.default_rng(0)
-    batch = jax.device_put({
-        "image": rng.standard_normal((args.batch, 32, 32, 3), np.float32),
-        "label": rng.integers(0, 10, (args.batch,), np.int32)}, sharded)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharded), batch)
-    tx = optim.optimizer("sgd", 0.1, momentum=0.9, weight_decay=5e-4)
-    est = sam.make("none", batch_sharding=sharded)
-    root = jax.random.key(0)
-    state = jax.device_put(train.initial_state(model, tx, est, 32, root), replicated)
-    step = train.compile_steps(train.make_train_step(model, tx, est, lambda s: 0.1, root),
-                               est, state, abstract)[False]
-    state, _ = step(state, batch)
-    leaves = jax.tree.leaves(jax.device_get(state.params))
+    images = rng.standard_normal((args.batch, 32, 32, 3), np.float32)
+    labels = rng.integers(0, 10, (args.batch,), np.int32)
+    jax.block_until_ready(run(images, labels))
+    leaves = jax.tree.leaves(jax.device_get(holder["state"].params))
     np.save(args.params_out, np.concatenate([np.ravel(x) for x in leaves]))
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
-        state, _ = step(state, batch)
-        jax.block_until_ready(state)
+        jax.block_until_ready(run(images, labels))
         times.append(time.perf_counter() - t0)
-    print(json.dumps(dict(seconds=statistics.median(times), devices=len(devices),
+    print(json.dumps(dict(seconds=statistics.median(times), devices=jax.device_count(),
                           xla_flags=os.environ["XLA_FLAGS"])))
 
 

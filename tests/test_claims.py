@@ -274,3 +274,35 @@ def test_record_shares_a_run_with_the_equal_cells_of_other_tables(tmp_path):
     assert copy["evidence_from"] == "looksam_iclr_cifar10/resnet18/sgd/seed0"
     assert copy["table"] == "esam_table1" and copy["cell"] == "resnet18_cifar10/sgd"
     assert not registry.run_dir(store, "esam_table1", "smoke", "resnet18_cifar10", "sam", 0).exists()
+
+
+@pytest.mark.slow  # composes a registry cell (seconds warm, half a minute cold)
+def test_record_keeps_sweep_points_and_takes_the_one_the_table_now_composes(tmp_path):
+    # A sweep over LookSAM-5's alpha: the point at the table's own alpha is the cell's run; the
+    # other point is recorded only as a point. The sweep of the store counts each run once.
+    from reproduce import compose
+    from results import sweep
+
+    table = registry.load("looksam_iclr_cifar10")
+    cell = table.cell("resnet18/looksam5")
+    runs, store = tmp_path / "runs", tmp_path / "evidence"
+    config = compose.config(cell, "smoke", 0)
+    table_alpha = config["sam"]["alpha"]
+    other = json.loads(json.dumps(config))
+    other["sam"]["alpha"] = table_alpha / 7
+    variants = {f"sam.alpha={table_alpha}": (config, 0.71), f"sam.alpha={table_alpha / 7}": (other, 0.69)}
+    for variant, (point_config, acc) in variants.items():
+        d = registry.run_dir(runs, table.id, "smoke", "resnet18", "looksam5", 0, variant)
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps(dict(summary(acc, 0, "looksam"), config=point_config)))
+    lines = evidence.record(table.id, runs, "smoke", into=store, share=False)
+    for variant in variants:
+        assert (registry.run_dir(store, table.id, "smoke", "resnet18", "looksam5", 0, variant)
+                / "summary.json").exists(), lines
+    cell_run = json.loads((registry.run_dir(store, table.id, "smoke", "resnet18", "looksam5", 0)
+                           / "summary.json").read_text())
+    assert cell_run["final_test_accuracy"] == 0.71
+    assert cell_run["evidence_from"] == f"looksam_iclr_cifar10/resnet18/looksam5/sam.alpha={table_alpha}/seed0"
+    assert cell_run["config"]["data"]["data_dir"] is None
+    jobs = sweep.load(registry.run_dir(store, table.id, "smoke", "resnet18", "looksam5", 0).parent)
+    assert sorted(j["final_test_accuracy"] for j in jobs) == [0.69, 0.71]
