@@ -19,6 +19,19 @@ from results.claims import standard_error
 
 IGNORED = ("trainer.seed", "table", "cell", "variant")
 METRICS = (("final_validation_accuracy", "validation"), ("final_test_accuracy", "test"))
+# Shown after the accuracies where the runs have them: whether a run fit its data, and LookSAM's
+# g_v drift between its SAM steps (the mean over the run's evaluations; looksam/train.py DRIFT_KEYS).
+EXTRAS = (("final_train_loss", "train loss", ".4f"), ("g_v_cos_prev", "cos(g_v, previous g_v)", ".3f"),
+          ("g_v_change", "‖Δg_v‖ / ‖g_v‖", ".3f"))
+
+
+def extra_value(job, key):
+    """A summary's value of key, else the mean of its history's finite values of it, else None."""
+    if isinstance(job.get(key), (int, float)):
+        return float(job[key])
+    values = [h[key] for h in job.get("history") or [] if isinstance(h.get(key), (int, float))
+              and math.isfinite(h[key])]
+    return sum(values) / len(values) if values else None
 
 
 def load(directory) -> list[dict]:
@@ -77,6 +90,7 @@ def entries(jobs, keys) -> dict[tuple, dict]:
     by_point: dict[tuple, dict] = {}
     for job in jobs:
         e = by_point.setdefault(point(job, keys), {"values": {k: [] for k, _ in METRICS},
+                                                   "extras": {k: [] for k, _, _ in EXTRAS},
                                                    "completed": 0, "other": []})
         status = job.get("status")
         if status == "completed":
@@ -84,6 +98,9 @@ def entries(jobs, keys) -> dict[tuple, dict]:
             for key, _ in METRICS:
                 if isinstance(job.get(key), (int, float)):
                     e["values"][key].append(float(job[key]))
+            for key, _, _ in EXTRAS:
+                if (value := extra_value(job, key)) is not None:
+                    e["extras"][key].append(value)
         else:
             seed = (job.get("config") or {}).get("trainer", {}).get("seed", "?")
             e["other"].append(f"seed{seed} {status}")
@@ -92,6 +109,8 @@ def entries(jobs, keys) -> dict[tuple, dict]:
 
 def text(e) -> str:
     parts = [f"{label} {_stats(e['values'][key])}" for key, label in METRICS]
+    parts += [f"{label} {sum(v) / len(v):{fmt}}" for key, label, fmt in EXTRAS
+              if (v := e.get("extras", {}).get(key))]
     out = " · ".join(parts) + f" (n={e['completed']})"
     return out + ("".join(f" ✗ {x}" for x in e["other"]) if e["other"] else "")
 
@@ -108,7 +127,8 @@ def markdown(directory, jobs=None) -> str:
     by_point = entries(jobs, keys)
     lines = [f"# Sweep: {directory}", "",
              f"{len(jobs)} job(s); swept: {', '.join(keys) or 'nothing (one point)'}. Each entry: "
-             "final validation and test accuracy (%), mean ± sample std over seeds, n completed; "
+             "final validation and test accuracy (%), mean ± sample std over seeds, then the means "
+             "of the final train loss and, for LookSAM, of its g_v drift, n completed; "
              "✗ marks a failed or diverged job.", ""]
     if len(keys) == 2:
         rows = sorted({p[0] for p in by_point}, key=_order)

@@ -108,6 +108,22 @@ def test_one_key_table_with_seeds_and_failures(tmp_path):
     assert "| 0.7 | validation — · test — (n=0) ✗ seed0 diverged |" in text
 
 
+def test_train_loss_and_lookSAM_drift_follow_the_accuracies(tmp_path):
+    job(tmp_path, "a/s0", val=0.70, test=0.69, alpha=0.1, seed=0)
+    path = tmp_path / "a/s0/summary.json"
+    s = json.loads(path.read_text())
+    # history means over finite values: cos (0.9 + 0.7) / 2 = 0.8, change 0.25 (nan skipped)
+    s.update(final_train_loss=0.0123, history=[
+        {"epoch": 1, "g_v_cos_prev": 0.9, "g_v_change": float("nan")},
+        {"epoch": 2, "g_v_cos_prev": 0.7, "g_v_change": 0.25}])
+    path.write_text(json.dumps(s))
+    job(tmp_path, "b/s0", val=0.60, test=0.61, alpha=0.7, seed=0)
+    text = sweep.markdown(tmp_path)
+    assert ("| 0.1 | validation 70.00 · test 69.00 · train loss 0.0123 · cos(g_v, previous g_v) 0.800"
+            " · ‖Δg_v‖ / ‖g_v‖ 0.250 (n=1) |") in text
+    assert "| 0.7 | validation 60.00 · test 61.00 (n=1) |" in text
+
+
 def test_two_keys_grid_and_heatmap(tmp_path):
     for i, (alpha, rho) in enumerate([(0.1, 0.05), (0.1, 0.1), (0.2, 0.05), (0.2, 0.1)]):
         job(tmp_path, f"j{i}", val=0.5 + i / 10, test=0.5, alpha=alpha, rho=rho)
