@@ -67,19 +67,6 @@ def test_resume_from_a_step_sees_the_same_batches(mock_cifar100, start_step):
         np.testing.assert_array_equal(x["label"], y["label"])
 
 
-def test_the_in_memory_cache_changes_no_batch(mock_cifar100, monkeypatch):
-    """The decoded split is cached (CIFAR-sized splits) so that epochs after the first do not
-    decode it again; over three epochs and a resume the batches are the uncached pipeline's."""
-    assert 20 * 3 * 32 * 32 <= pipeline.CACHE_BYTES
-    cached = take(train("cifar100", global_batch=4, seed=5), 15)
-    resumed = take(train("cifar100", global_batch=4, seed=5, start_step=7), 8)
-    monkeypatch.setattr(pipeline, "CACHE_BYTES", 0)
-    plain = take(train("cifar100", global_batch=4, seed=5), 15)
-    for x, y in zip(cached + resumed, plain + plain[7:], strict=True):
-        np.testing.assert_array_equal(x["image"], y["image"])
-        np.testing.assert_array_equal(x["label"], y["label"])
-
-
 def test_mixup_and_label_smoothing_give_soft_labels(mock_cifar100):
     batch = take(train("cifar100", global_batch=8, seed=0, mixup_alpha=0.5,
                        label_smoothing=0.1), 1)[0]

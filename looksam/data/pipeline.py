@@ -213,10 +213,6 @@ def synthetic_examples(ds_spec: DatasetSpec, n: int, split: str):
     return tf.data.Dataset.range(n).map(example)
 
 
-# The decoded training split is kept in memory when it is at most this big (CIFAR-10's: 154 MB).
-CACHE_BYTES = 1 << 30
-
-
 def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | None = None,
                   split: str | None = None, ops: Sequence | None = None,
                   randaugment: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
@@ -259,10 +255,6 @@ def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | N
             raise ValueError(f"{name} {split}: {epoch_size} examples per input shard, fewer than "
                              f"one batch of {shard_batch}")
         start_epoch, offset = divmod(start_step * shard_batch, epoch_size)
-        if not ds_spec.manual and epoch_size * 3 * ds_spec.image_size ** 2 <= CACHE_BYTES:
-            # Decoded once: otherwise every epoch's shuffle buffer refills by decoding the whole
-            # split again (CIFAR: 50,000 PNGs) while the training steps wait for it.
-            records = records.cache()
 
         def epoch(e):
             shuffled = records.shuffle(min(shuffle_buffer, epoch_size), seed=run_seed * 1_000_003 + e,
