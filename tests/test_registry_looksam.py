@@ -133,8 +133,8 @@ SETTINGS = {
     ("looksam_figure4", "vit_b16/k15"): {"sam.method": "looksam", "sam.k": 15, "sam.rho": 0.18,
                                          "sam.alpha": 0.7, "sam.m": 16},
     # CIFAR: no hardware stated, so no per-device batch: one perturbation per batch.
-    ("looksam_table1", "resnet18/looksam5"): {"sam.alpha": 0.7, "sam.m": None},
-    ("looksam_iclr_cifar10", "resnet18/looksam5"): {"sam.alpha": 0.7, "sam.m": None},
+    ("looksam_table1", "resnet18/looksam5"): {"sam.alpha": 0.05, "sam.m": None},
+    ("looksam_iclr_cifar10", "resnet18/looksam5"): {"sam.alpha": 0.05, "sam.m": None},
 }
 
 
