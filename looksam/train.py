@@ -380,10 +380,23 @@ class Progress:
     best_validation_accuracy: float | None = None
     history: list = dataclasses.field(default_factory=list)  # one row per evaluation
     last_eval: dict = dataclasses.field(default_factory=dict)
+    # The run's wall time in the processes before this one, each up to its last checkpoint, so
+    # that a resumed run's total_seconds is the whole run's (a cost budget sums them).
+    wall_seconds: float = 0.0
+
+    def __post_init__(self):
+        self.started = time.perf_counter()  # not a field: not checkpointed
 
     @classmethod
-    def from_checkpoint(cls, extra: dict) -> Progress:
-        return cls(**{f.name: extra[f.name] for f in dataclasses.fields(cls) if f.name in extra})
+    def from_checkpoint(cls, extra: dict, started: float) -> Progress:
+        """`started`: this process's time.perf_counter() at its start."""
+        progress = cls(**{f.name: extra[f.name] for f in dataclasses.fields(cls) if f.name in extra})
+        progress.started = started
+        return progress
+
+    def seconds(self) -> float:
+        """The run's wall time so far, earlier processes included."""
+        return self.wall_seconds + time.perf_counter() - self.started
 
     def count(self, est, sam_step: bool) -> None:
         self.counters["sam_steps" if sam_step else "reuse_steps"] += 1
@@ -426,7 +439,8 @@ def run_summary(cfg, resolved, est, *, status, message, step, total_steps, steps
         "images_per_sec_per_device": ips / len(devices) if ips else None,
         "seconds_per_epoch": (steps_per_epoch * window.seconds / window.timed_steps
                               if window.timed_steps else None),
-        "compile_seconds": compile_s, "total_seconds": time.perf_counter() - t_start,
+        "compile_seconds": compile_s, "total_seconds": progress.seconds(),
+        "process_seconds": time.perf_counter() - t_start,
         "cost": dict(progress.counters, ideal_cost=est.ideal_cost),
         "hardware": environment(devices),
         "code_version": code_version(), "wandb_id": wandb_id,
@@ -513,7 +527,8 @@ def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, 
             with report.timed("checkpoint", wait_jax_async_dispatch=False):
                 ckpt.save(step, state, dataclasses.asdict(progress) | {
                     "step": step, "wandb_id": tracker.run_id, "train_loss": window.train_loss,
-                    "config": resolved}, force=step == total_steps or stopping)
+                    "wall_seconds": progress.seconds(), "config": resolved},
+                    force=step == total_steps or stopping)
         if stopping:
             status, message = "preempted", (f"stopped by a preemption notice after step {step} "
                                             "and checkpointed; rerun the same command to resume")
@@ -563,7 +578,7 @@ def _train(cfg, est, workdir: str) -> dict:
         log.info("compiled %d train step function(s) in %.1f s", len(steps), compile_s)
         tracker.scalars(step, {"compile_seconds": compile_s})
         eval_step = jax.jit(make_eval_step(model))
-        progress = Progress.from_checkpoint(extra)
+        progress = Progress.from_checkpoint(extra, started=t_start)
         window = MetricsWindow(tracker, total_steps, t.batch_size, t.nan_policy, extra.get("train_loss"))
         preempted = PreemptionNotice()
         stack.callback(preempted.close)

@@ -152,6 +152,10 @@ def test_resume_equals_a_straight_run(tmp_path):
     for key in ("final_test_accuracy", "final_train_loss"):  # best: the first leg evaluated at 3 too
         assert s2[key] == pytest.approx(s1[key], rel=1e-5), key
     assert s2["cost"] == s1["cost"]
+    # The second process's total_seconds adds the first's, up to its last checkpoint (saved after
+    # its final evaluation, so all but the summary's writing).
+    assert s2["process_seconds"] <= s2["total_seconds"] <= s2["process_seconds"] + first["total_seconds"]
+    assert s2["total_seconds"] >= s2["process_seconds"] + 0.8 * first["total_seconds"]
 
 
 def test_a_checkpoint_from_before_the_flax_train_state_resumes(tmp_path):
