@@ -383,8 +383,8 @@ def print_breakdown(label: str, rec: dict, summary: dict, batch: int, bench_s_pe
     images/s counts, the benchmark's time for as many steps, and the parts of the host loop."""
     rows = []
     print(f"\n{label}: trainer {summary['images_per_sec']:.1f} images/s, benchmark "
-          f"{batch / bench_s_per_step:.1f} images/s just before it. Inside window 1: building the "
-          f"input pipeline {rec['pipeline_build_s']:.2f} s, the first next(batches) "
+          f"{batch / bench_s_per_step:.1f} images/s just before it. Before window 1 (untimed: the "
+          f"trainer's clock starts after the first batch): building the input pipeline {rec['pipeline_build_s']:.2f} s, the first next(batches) "
           f"{rec['first_batch_s'] or 0:.2f} s (tf.data start: shuffle buffer fill), the first call "
           "of each compiled branch " + ", ".join(f"{'SAM' if b == 'True' else 'plain'} {v:.2f} s"
                                                for b, v in sorted(rec["first_calls_s"].items())))
@@ -408,16 +408,14 @@ def print_breakdown(label: str, rec: dict, summary: dict, batch: int, bench_s_pe
     wall = sum(w["wall_s"] for w in rec["windows"])
     steps = sum(w["steps"] for w in rec["windows"])
     start = rec["pipeline_build_s"] + (rec["first_batch_s"] or 0.0)
-    without_start = steps * batch / (wall - start) if wall > start else None
     print(f"CPU seconds by thread over the timed windows (tf_XLAEigen: XLA's compute; the others "
           f"named python: tf.data, wandb, orbax): {top}")
-    print(f"timed: {wall:.2f} s for {steps} steps against the benchmark's {bench_s_per_step * steps:.2f} s; "
-          f"without the pipeline start {start:.2f} s the trainer would report "
-          + ("-" if without_start is None else f"{without_start:.1f}") + " images/s. "
-          "Step calls return once XLA:CPU has at most a step or two in flight, so their time is "
+    print(f"timed: {wall:.2f} s for {steps} steps ({steps * batch / wall:.1f} images/s) against the "
+          f"benchmark's {bench_s_per_step * steps:.2f} s; the pipeline start ({start:.2f} s) is "
+          "outside both. Step calls return once XLA:CPU has at most a step or two in flight, so their time is "
           "mostly the device's, not dispatch.")
     return dict(windows=rows, threads_cpu_s=dict(threads), timed_s=wall, steps=steps,
-                pipeline_start_s=start, images_per_sec_without_pipeline_start=without_start,
+                pipeline_start_s=start,
                 first_calls_s=rec["first_calls_s"])
 
 
