@@ -384,7 +384,8 @@ def print_breakdown(label: str, rec: dict, summary: dict, batch: int, bench_s_pe
     rows = []
     print(f"\n{label}: trainer {summary['images_per_sec']:.1f} images/s, benchmark "
           f"{batch / bench_s_per_step:.1f} images/s just before it. Before window 1 (untimed: the "
-          f"trainer's clock starts after the first batch): building the input pipeline {rec['pipeline_build_s']:.2f} s, the first next(batches) "
+          "trainer's clock starts after the first batch): building the input pipeline "
+          f"{rec['pipeline_build_s']:.2f} s, the first next(batches) "
           f"{rec['first_batch_s'] or 0:.2f} s (tf.data start: shuffle buffer fill), the first call "
           "of each compiled branch " + ", ".join(f"{'SAM' if b == 'True' else 'plain'} {v:.2f} s"
                                                for b, v in sorted(rec["first_calls_s"].items())))
@@ -412,8 +413,8 @@ def print_breakdown(label: str, rec: dict, summary: dict, batch: int, bench_s_pe
           f"named python: tf.data, wandb, orbax): {top}")
     print(f"timed: {wall:.2f} s for {steps} steps ({steps * batch / wall:.1f} images/s) against the "
           f"benchmark's {bench_s_per_step * steps:.2f} s; the pipeline start ({start:.2f} s) is "
-          "outside both. Step calls return once XLA:CPU has at most a step or two in flight, so their time is "
-          "mostly the device's, not dispatch.")
+          "outside both. Step calls return once XLA:CPU has at most a step or two in flight, so "
+          "their time is mostly the device's, not dispatch.")
     return dict(windows=rows, threads_cpu_s=dict(threads), timed_s=wall, steps=steps,
                 pipeline_start_s=start,
                 first_calls_s=rec["first_calls_s"])
@@ -554,7 +555,9 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             recorded = vars(args) | {"json": os.path.basename(args.json),
-                                     "data_dir": args.data_dir and os.path.basename(args.data_dir)}
+                                     "data_dir": args.data_dir and os.path.basename(args.data_dir),
+                                     "compilation_cache": args.compilation_cache
+                                     and os.path.basename(args.compilation_cache)}
             json.dump(dict(args=recorded, jax=jax.__version__, devices=len(devices),
                            device_kind=devices[0].device_kind, batch=batch, seconds=elapsed,
                            hardware=train.environment(devices), rows=rows, breakdown=breakdowns),
