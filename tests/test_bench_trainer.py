@@ -40,6 +40,9 @@ def test_bench_trainer_writes_its_rows(tmp_path):
         assert row["trainer_over_bench"] == pytest.approx(
             row["trainer_images_per_sec"] / row["bench_images_per_sec"])
         assert len(row["trainer_images_per_sec_per_round"]) == 1
+        # Item 4's ratio test, one-sided (a step cheaper than its ideal is no overhead) and two-sided.
+        assert row["ratio_at_most_5pct_above"] == (row["trainer_ratio"] <= 1.05 * row["ideal"])
+        assert row["ratio_within_5pct"] == (abs(row["trainer_ratio"] / row["ideal"] - 1) <= 0.05)
         # The method reached the trainer through Hydra, with bench_methods.py's hyper-parameters.
         assert "scale=smoke" in row["overrides"] and "data.mock=true" in row["overrides"]
     assert {"sam=looksam", "sam.k=5", "sam.alpha=0.7"} <= set(rows["looksam-5"]["overrides"])
