@@ -92,6 +92,7 @@ def assert_same_run(workdir, summary, reference):
 
 # ---- multi-host ----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # 67 s on 2 cores: `make test` stays under its 15 minutes; CI runs it
 def test_two_processes_equal_one(tmp_path):
     """2 processes x 2 CPU devices, talking through gloo, against 1 process x 4 devices: the same
     global batches (data.input_shards=2 in both) give the same parameters."""
@@ -131,6 +132,7 @@ def test_sigkill_then_rerun_equals_a_straight_run(tmp_path, straight, kill_step)
     assert_same_run(workdir, summary, straight)
 
 
+@pytest.mark.slow  # 73 s on 2 cores; the SIGKILL case above keeps resuming in `make test`
 def test_sigterm_checkpoints_then_rerun_finishes_the_same_run(tmp_path, straight):
     workdir = tmp_path / "preempted"
     proc = trainer(workdir, *CHAOS)
