@@ -302,7 +302,8 @@ def test_record_keeps_sweep_points_and_takes_the_one_the_table_now_composes(tmp_
     cell_run = json.loads((registry.run_dir(store, table.id, "smoke", "resnet18", "looksam5", 0)
                            / "summary.json").read_text())
     assert cell_run["final_test_accuracy"] == 0.71
-    assert cell_run["evidence_from"] == f"looksam_iclr_cifar10/resnet18/looksam5/sam.alpha={table_alpha}/seed0"
+    point = f"looksam_iclr_cifar10/resnet18/looksam5/sam.alpha={table_alpha}"
+    assert cell_run["evidence_from"] == f"{point}/seed0"
     assert cell_run["config"]["data"]["data_dir"] is None
     jobs = sweep.load(registry.run_dir(store, table.id, "smoke", "resnet18", "looksam5", 0).parent)
     assert sorted(j["final_test_accuracy"] for j in jobs) == [0.69, 0.71]
