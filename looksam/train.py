@@ -47,8 +47,17 @@ from looksam.state import EvalMetrics, TrainState
 log = logging.getLogger("looksam.train")
 
 
-# Step metrics of LookSAM's SAM steps that a run's history keeps (looksam/sam/estimator.py).
+# Step metrics a run's history keeps beside train_loss (their mean over the last window before each
+# evaluation), so committed summaries draw the figures without TensorBoard files: LookSAM's g_v drift
+# between SAM steps (looksam/sam/estimator.py; the alpha sweep), and the figure diagnostics of
+# looksam/sam/diagnostics.py (LookSAM Figure 2's grad_change_*, ESAM Figures 5 and 6's subset
+# losses esam_loss_* and cosines esam_cos_*).
 DRIFT_KEYS = ("g_v_cos_prev", "g_v_change")
+HISTORY_PREFIXES = ("grad_change_", "esam_loss_", "esam_cos_")
+
+
+def kept_in_history(key: str) -> bool:
+    return key in DRIFT_KEYS or key.startswith(HISTORY_PREFIXES)
 
 
 def code_version() -> str:
@@ -323,7 +332,7 @@ class MetricsWindow:
         self.nan_policy = nan_policy
         self.pending: list[dict] = []
         self.train_loss = train_loss
-        self.drift: dict[str, float] = {}  # LookSAM's g_v drift over the last window
+        self.history_means: dict[str, float] = {}  # kept_in_history's metrics, last window
         self.seconds, self.timed_steps, self._steps = 0.0, 0, 0
         self._start = time.perf_counter()
 
@@ -361,7 +370,7 @@ class MetricsWindow:
             if sam_rows and key in sam_rows[0]:
                 means[f"sam_{key}"] = float(np.mean([m[key] for m in sam_rows]))
         self.train_loss = means["loss"]
-        self.drift.update({k: means[k] for k in DRIFT_KEYS if k in means})
+        self.history_means.update({k: v for k, v in means.items() if kept_in_history(k)})
         rate = self.images_per_sec or 0.0
         eta = (self.total_steps - step) * self.batch_size / rate if rate else float("nan")
         self.tracker.scalars(step, {f"train_{k}": v for k, v in means.items()}
@@ -412,7 +421,7 @@ class Progress:
                                                 results["validation_accuracy"])
             bests["best_validation_accuracy"] = self.best_validation_accuracy
         self.history.append({"step": step, "epoch": epoch, "train_loss": window.train_loss}
-                            | window.drift | results)
+                            | window.history_means | results)
         log.info("eval at step %d (epoch %.2f): test accuracy %.2f%%, test loss %.4f, best %.2f%%%s",
                  step, epoch, 100 * results["test_accuracy"], results["test_loss"],
                  100 * self.best_test_accuracy,

@@ -27,7 +27,9 @@
               normalised_points() returns what is drawn; annotate and points_from do not apply.
   heatmap:  metric (default: the first accuracy metric) over rows (y) x columns (x); cmap.
   bars:     metric; one group per row, one bar per column.
-  curves, diagnostics: TensorBoard scalars of each cell's first seed.
+  curves, diagnostics: TensorBoard scalars of each cell's first seed; without event files (the
+              committed evidence), a series comes from the summary history of the first seed
+              that keeps it: one point per evaluation, the last window's mean.
     series    [{key, label, style: solid|dashed|dotted, color}]: drawn together, one panel per
               row with `panels: rows`. A key is looked up as the tag itself, train_<key>, then
               train_sam_<key>.
@@ -36,7 +38,7 @@
     x         step | epoch (epoch divides by the run's steps_per_epoch from summary.json)
     y         the y axis label; cells: the "row/column" ids to draw (default: every cell)
     paper_curves  {label: [[x, y], ...]} points read off the paper's figure, drawn dashed.
-    Without event files a panel says which data is missing.
+    Without either, a panel says which data is missing.
   landscape: one 3-D loss surface per cell (its first seed) from <seed dir>/<dir>/landscape.npz,
     which `python -m results landscape <seed dir>` writes (results/landscape.py); dir (default
     landscape); cells: the ids to draw (default: every cell); one z range for all. A cell
@@ -551,13 +553,37 @@ def _load_curves(table, cells, series, runs_dir, scale, by_epoch: bool):
             print(f"warning: {table.id} {cell.id}: cannot read event files: {e}", file=sys.stderr)
             scalars = {}
         per_epoch = _steps_per_epoch(seed_dir) if seed_dir and by_epoch else None
-        curves = {}
+        curves, unit = {}, "epoch" if per_epoch else "step"
         for s in series:
             points = next((scalars[t] for t in s["tags"] if scalars.get(t)), None)
             if points:
                 curves[s["key"]] = [(step / per_epoch if per_epoch else step, v) for step, v in points]
-        data[cell.id] = (curves, "epoch" if per_epoch else "step")
+            elif runs_dir is not None and (points := _history_points(runs_dir, table, scale, cell, s)):
+                epochs = by_epoch and all(epoch is not None for _, epoch, _ in points)
+                curves[s["key"]] = [(epoch if epochs else step, v) for step, epoch, v in points]
+                unit = "epoch" if epochs else unit
+        data[cell.id] = (curves, unit)
     return data
+
+
+def _history_points(runs_dir, table, scale, cell, series) -> list[tuple[int, float, float]]:
+    """[(step, epoch, value)] of a series from the summary history of the cell's first seed that
+    has it: a committed summary keeps, per evaluation, the mean of the figures' step metrics over
+    the last window before it (looksam/train.py kept_in_history), so the evidence draws a coarse
+    curve without event files."""
+    cell_dir = registry.run_dir(runs_dir, table.id, scale, cell.row, cell.column, 0).parent
+    for seed_dir in sorted(p for p in cell_dir.glob("seed*") if p.is_dir()):
+        try:
+            history = json.loads((seed_dir / "summary.json").read_text()).get("history") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        for tag in series["tags"]:
+            points = [(row.get("step"), row.get("epoch"), float(row[tag])) for row in history
+                      if isinstance(row, dict) and isinstance(row.get(tag), (int, float))
+                      and math.isfinite(row[tag])]
+            if points:
+                return points
+    return []
 
 
 def curves(fig, table, results, plot, scale, context):
@@ -602,7 +628,8 @@ def curves(fig, table, results, plot, scale, context):
             where = (f"{context['runs_dir']}/{table.id}/{scale}" if context.get("runs_dir")
                      else "no local runs directory")
             missing = ", ".join(s["tags"][0] for s in panel_series)
-            _no_data(ax, f"data missing:\nno TensorBoard scalars\n{missing}\nunder {where}")
+            _no_data(ax, f"data missing:\nno TensorBoard scalars or summary history\n"
+                     f"{missing}\nunder {where}")
         _set_scale(ax, plot, "y")
         if title:
             ax.set_title(str(title), fontsize=9)

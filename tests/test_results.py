@@ -273,6 +273,24 @@ def test_diagnostics_reads_tensorboard_scalars(tmp_path):
     assert curves == {"train_sam_cos_g_gs": [(0, 0.5), (1, 0.75), (2, 1.0)]}
 
 
+def test_diagnostics_without_event_files_draw_from_the_summary_history(throughput_table):
+    """Committed evidence has summaries only: a series comes from the history of the first seed
+    that keeps it (seed 0 of vit/sgd has none; vit/looksam5's seed 0 has event files, which win)."""
+    table, runs = throughput_table("figure", "{type: diagnostics, x: epoch, series: [{key: esam_loss_"
+                                             "selected_sam, label: B+}, {key: test_accuracy, label: acc}]}")
+    history = [{"step": 10, "epoch": 1.0, "esam_loss_selected_sam": 2.5, "test_accuracy": 0.3},
+               {"step": 20, "epoch": 2.0, "esam_loss_selected_sam": float("nan"), "test_accuracy": 0.4},
+               {"step": 30, "epoch": 3.0, "esam_loss_selected_sam": 1.5, "test_accuracy": 0.5}]
+    write_summary(runs, table.id, "vit/sgd", 1, **completed(0.7), steps_per_epoch=10, history=history)
+    cells = [c for c in table.cells if c.id in ("vit/sgd", "vit/sam")]
+    series, _ = figures._curve_series(table.plot, "diagnostics")
+    data = figures._load_curves(table, cells, series, runs, SCALE, by_epoch=True)
+    # x is the evaluation's epoch; a NaN ("not measured in that window") is left out.
+    assert data["vit/sgd"][0] == {"esam_loss_selected_sam": [(1.0, 2.5), (3.0, 1.5)],
+                                  "test_accuracy": [(1.0, 0.3), (2.0, 0.4), (3.0, 0.5)]}
+    assert data["vit/sam"][0] == {}  # no run: drawn as "data missing"
+
+
 def test_cli_with_no_runs_at_all(tmp_path, capsys):
     assert cli.main(["render", TABLE, "--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 0
     md = capsys.readouterr().out

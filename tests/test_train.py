@@ -268,6 +268,22 @@ def test_validation_split_is_evaluated_and_history_kept(tmp_path):
     assert -1 <= last["g_v_cos_prev"] <= 1 and last["g_v_change"] > 0
 
 
+def test_history_keeps_esam_subset_losses_for_figure5(tmp_path):
+    """The committed evidence has no event files, so the history keeps ESAM Figure 5's subset
+    losses. SDS selects B+ as the examples of largest sharpness s_i = l_i(w + eps) - l_i(w), so
+    at every step mean_B+(s) >= mean_B-(s); a window's means keep that order."""
+    workdir = str(tmp_path)
+    summary = train.run(cfg_for(workdir, "model=cnn", "sam=esam", "sam.beta=0.6", "sam.gamma=0.5",
+                                "scale.max_steps=8", "scale.epochs=2"), workdir)
+    assert summary["status"] == "completed"
+    assert [row["epoch"] for row in summary["history"]] == [1.0, 2.0]
+    for row in summary["history"]:
+        sharpness_selected = row["esam_loss_selected_sam"] - row["esam_loss_selected_empirical"]
+        sharpness_rejected = row["esam_loss_rejected_sam"] - row["esam_loss_rejected_empirical"]
+        assert sharpness_selected >= sharpness_rejected - 1e-6, row
+        assert all(np.isfinite(row[k]) for k in row if k.startswith("esam_loss_"))
+
+
 def test_validation_split_must_not_overlap_training(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     data = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
