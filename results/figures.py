@@ -512,11 +512,15 @@ def read_scalars(run_dir, tags) -> dict[str, list[tuple[int, float]]]:
     return {tag: sorted(dict(points).items()) for tag, points in curves.items()}
 
 
-def _first_seed_dir(runs_dir, table, scale, cell):
+def _seed_dirs(runs_dir, table, scale, cell) -> list[pathlib.Path]:
     if runs_dir is None:
-        return None
+        return []
     cell_dir = registry.run_dir(runs_dir, table.id, scale, cell.row, cell.column, 0).parent
-    seeds = sorted(p for p in cell_dir.glob("seed*") if p.is_dir())
+    return sorted(p for p in cell_dir.glob("seed*") if p.is_dir())
+
+
+def _first_seed_dir(runs_dir, table, scale, cell):
+    seeds = _seed_dirs(runs_dir, table, scale, cell)
     return seeds[0] if seeds else None
 
 
@@ -553,12 +557,15 @@ def _load_curves(table, cells, series, runs_dir, scale, by_epoch: bool):
             print(f"warning: {table.id} {cell.id}: cannot read event files: {e}", file=sys.stderr)
             scalars = {}
         per_epoch = _steps_per_epoch(seed_dir) if seed_dir and by_epoch else None
-        curves, unit = {}, "epoch" if per_epoch else "step"
+        curves, unit, histories = {}, "epoch" if per_epoch else "step", None
         for s in series:
             points = next((scalars[t] for t in s["tags"] if scalars.get(t)), None)
             if points:
                 curves[s["key"]] = [(step / per_epoch if per_epoch else step, v) for step, v in points]
-            elif runs_dir is not None and (points := _history_points(runs_dir, table, scale, cell, s)):
+                continue
+            if histories is None:  # read once per cell, only when a series lacks event files
+                histories = _histories(_seed_dirs(runs_dir, table, scale, cell))
+            if points := _history_points(histories, s):
                 epochs = by_epoch and all(epoch is not None for _, epoch, _ in points)
                 curves[s["key"]] = [(epoch if epochs else step, v) for step, epoch, v in points]
                 unit = "epoch" if epochs else unit
@@ -566,17 +573,23 @@ def _load_curves(table, cells, series, runs_dir, scale, by_epoch: bool):
     return data
 
 
-def _history_points(runs_dir, table, scale, cell, series) -> list[tuple[int, float, float]]:
-    """[(step, epoch, value)] of a series from the summary history of the cell's first seed that
-    has it: a committed summary keeps, per evaluation, the mean of the figures' step metrics over
-    the last window before it (looksam/train.py kept_in_history), so the evidence draws a coarse
-    curve without event files."""
-    cell_dir = registry.run_dir(runs_dir, table.id, scale, cell.row, cell.column, 0).parent
-    for seed_dir in sorted(p for p in cell_dir.glob("seed*") if p.is_dir()):
+def _histories(seed_dirs) -> list[list]:
+    """The summary history of each seed folder that has one, in seed order."""
+    histories = []
+    for seed_dir in seed_dirs:
         try:
-            history = json.loads((seed_dir / "summary.json").read_text()).get("history") or []
+            histories.append(json.loads((seed_dir / "summary.json").read_text()).get("history") or [])
         except (OSError, ValueError, AttributeError):
             continue
+    return histories
+
+
+def _history_points(histories, series) -> list[tuple[int, float, float]]:
+    """[(step, epoch, value)] of a series from the first seed's summary history that has it: a
+    committed summary keeps, per evaluation, the mean of the figures' step metrics over the last
+    window before it (looksam/train.py kept_in_history), so the evidence draws a coarse curve
+    without event files."""
+    for history in histories:
         for tag in series["tags"]:
             points = [(row.get("step"), row.get("epoch"), float(row[tag])) for row in history
                       if isinstance(row, dict) and isinstance(row.get(tag), (int, float))

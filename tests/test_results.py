@@ -275,7 +275,7 @@ def test_diagnostics_reads_tensorboard_scalars(tmp_path):
 
 def test_diagnostics_without_event_files_draw_from_the_summary_history(throughput_table):
     """Committed evidence has summaries only: a series comes from the history of the first seed
-    that keeps it (seed 0 of vit/sgd has none; vit/looksam5's seed 0 has event files, which win)."""
+    that keeps it (seed 0 of vit/sgd has no history, seed 1 has)."""
     table, runs = throughput_table("figure", "{type: diagnostics, x: epoch, series: [{key: esam_loss_"
                                              "selected_sam, label: B+}, {key: test_accuracy, label: acc}]}")
     history = [{"step": 10, "epoch": 1.0, "esam_loss_selected_sam": 2.5, "test_accuracy": 0.3},
