@@ -148,8 +148,15 @@ def _axes_grid(fig, n_sources: int, n_groups: int):
             for s in range(n_sources)]
 
 
+NO_DATA_WIDTH = 38  # characters per line at fontsize 8 in the narrowest (4-panel) figure
+
+
 def _no_data(ax, text: str):
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=8)
+    # Wrapped here, not with matplotlib's wrap=True: that wraps at the figure's width, so a long
+    # message spills over the neighbouring panels and tight_layout shrinks every axis to fit it.
+    lines = [w for line in text.split("\n")
+             for w in (textwrap.wrap(line, NO_DATA_WIDTH, break_on_hyphens=False) or [""])]
+    ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", transform=ax.transAxes, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
 

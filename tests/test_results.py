@@ -291,6 +291,29 @@ def test_diagnostics_without_event_files_draw_from_the_summary_history(throughpu
     assert data["vit/sam"][0] == {}  # no run: drawn as "data missing"
 
 
+def test_a_long_data_missing_note_stays_inside_its_panel():
+    """ESAM Figure 5's note names four keys and a folder; it used to spill over the next panels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(20.0, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, 4, i + 1) for i in range(4)]
+    keys = ", ".join(f"esam_loss_{a}_{b}" for a in ("selected", "rejected") for b in ("sam", "empirical"))
+    for ax in axes[1:]:
+        figures._no_data(ax, f"data missing:\nno TensorBoard scalars or summary history\n{keys}\n"
+                             "under evidence/esam_figure5/afternoon")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    widths = [ax.get_window_extent(renderer).width for ax in axes]
+    assert max(widths) / min(widths) < 1.05  # no panel shrunk to make room for a neighbour's note
+    for ax in axes[1:]:
+        (note,) = ax.texts
+        assert ax.get_window_extent(renderer).contains(*note.get_window_extent(renderer).p0)
+        assert ax.get_window_extent(renderer).contains(*note.get_window_extent(renderer).p1)
+        assert note.get_text().replace("\n", " ").count("esam_loss_") == 4  # wrapped, nothing dropped
+
+
 def test_cli_with_no_runs_at_all(tmp_path, capsys):
     assert cli.main(["render", TABLE, "--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 0
     md = capsys.readouterr().out
