@@ -23,18 +23,17 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
+from results import collect
+
 HOLDS, FAILS, NOISE, MISSING = "holds", "fails", "within noise", "missing"
 # Ours, per metric kind: accuracy verdicts never read a value selected on the test set.
 OURS_KEY = {"accuracy": "final_test_accuracy"}
 
 
 def standard_error(values: Sequence[float]) -> float | None:
-    """Standard error of the mean (sample std, ddof 1); None for fewer than two values."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = sum(values) / n
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    """Standard error of the mean (collect.mean_std's sample std / sqrt(n)); None below two values."""
+    _, std = collect.mean_std(values)
+    return None if std is None else std / math.sqrt(len(values))
 
 
 def verdict(op: str, lhs: Sequence[float], rhs: Sequence[float], factor: float = 1.0,

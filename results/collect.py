@@ -13,7 +13,7 @@ import json
 import math
 import pathlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reproduce import registry
@@ -32,7 +32,7 @@ class CellResult:
     seeds: dict[str, str]  # seed name ("seed0") -> its status
     values: dict[str, list[float]]  # metric key -> values of the completed seeds that have one
     mean: dict[str, float | None]
-    std: dict[str, float | None]  # population std over seeds; None for fewer than two values
+    std: dict[str, float | None]  # sample std (ddof 1) over seeds; None for fewer than two values
     summaries: tuple[dict, ...] = ()  # summary.json of each completed seed (config, cost)
     messages: dict[str, str] = dataclasses.field(default_factory=dict)  # seed -> failure message
 
@@ -68,13 +68,14 @@ def aggregate_status(statuses: Iterable[str]) -> str:
     return "missing"
 
 
-def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std (ddof 1) over seeds: the one spread every table, claim and sweep shows."""
     if not values:
         return None, None
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def cell_result(seeds: Mapping[str, tuple[str, dict | None]], keys: Iterable[str]) -> CellResult:

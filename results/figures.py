@@ -45,7 +45,7 @@
     without the file says which command makes it.
 
 Panels "Paper" (its printed values; left out when it prints none) and "Ours (<scale>)" (mean over
-seeds, population std as error bars), except a normalised scatter, which draws both in one.
+seeds, sample std as error bars), except a normalised scatter, which draws both in one.
 Drawn on matplotlib's object API: no pyplot state, the Agg (PNG) and SVG canvases are used directly.
 """
 
@@ -754,6 +754,20 @@ def draw(table, results, stem, runs_dir=None, scale: str = "cpu", tables_dir=Non
     fig.suptitle(textwrap.fill(plot.get("title") or render.title(table), int(width * 11)), fontsize=10)
     stem = pathlib.Path(stem)
     paths = {suffix: stem.parent / f"{stem.name}.{suffix}" for suffix in ("png", "svg")}
-    fig.savefig(paths["png"], dpi=150)
-    fig.savefig(paths["svg"])
+    save(fig, paths["png"], dpi=150)
+    save(fig, paths["svg"])
     return paths
+
+
+def save(fig, path, **kwargs) -> None:
+    """`fig.savefig(path)`, the same bytes on every render of the same data.
+
+    Matplotlib stamps an SVG with the time it was written and random element ids, so a committed
+    render would change on every re-render even when no number in it did."""
+    import matplotlib
+
+    path = pathlib.Path(path)
+    if path.suffix == ".svg":
+        kwargs.setdefault("metadata", {"Date": None})
+    with matplotlib.rc_context({"svg.hashsalt": "looksam"}):
+        fig.savefig(path, **kwargs)

@@ -367,6 +367,8 @@ def draw(result, stem) -> dict[str, pathlib.Path]:
     """<stem>.png and <stem>.svg: the surface and its contours."""
     from matplotlib.figure import Figure
 
+    from results import figures
+
     fig = Figure(figsize=(10.0, 4.5), layout="constrained")
     draw_surface(fig.add_subplot(1, 2, 1, projection="3d"), result)
     ax = fig.add_subplot(1, 2, 2)
@@ -382,8 +384,8 @@ def draw(result, stem) -> dict[str, pathlib.Path]:
     fig.suptitle(title(result["settings"]), fontsize=9)
     stem = pathlib.Path(stem)
     paths = {s: stem.parent / f"{stem.name}.{s}" for s in ("png", "svg")}
-    fig.savefig(paths["png"], dpi=150)
-    fig.savefig(paths["svg"])
+    figures.save(fig, paths["png"], dpi=150)
+    figures.save(fig, paths["svg"])
     return paths
 
 

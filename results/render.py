@@ -1,6 +1,6 @@
 """Renders one registry table with our results next to the paper's: Markdown, LaTeX and HTML.
 
-Every cell shows, per metric: ours (mean ± population std over seeds, x the metric's `scale`, in
+Every cell shows, per metric: ours (mean ± sample std over seeds, x the metric's `scale`, in
 its `format`), the paper's value (± its std where printed) and, for accuracy, Δ = ours − paper.
 Time and throughput metrics also show their ratio to the base column of the same row, for ours and
 for the paper. Below the table: the cost of each method relative to the base column (the paper's,
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import math
 import pathlib
 import re
 
@@ -293,11 +292,10 @@ def _ours_values(values, metric) -> str:
     if not values:
         return "missing"
     spec = metric_spec(metric)
-    mean = sum(values) / len(values) * metric.scale
-    if len(values) < 2:
-        return f"{fmt(mean, spec)} (n=1)"
-    sd = claims_lib.standard_error(values) * math.sqrt(len(values)) * metric.scale
-    return f"{fmt(mean, spec)} ± {fmt(sd, spec)} (n={len(values)})"
+    mean, sd = collect_lib.mean_std(values)
+    if sd is None:
+        return f"{fmt(mean * metric.scale, spec)} (n=1)"
+    return f"{fmt(mean * metric.scale, spec)} ± {fmt(sd * metric.scale, spec)} (n={len(values)})"
 
 
 def claim_rows(table, results) -> list[list[str]]:
@@ -367,7 +365,7 @@ def header_lines(table, results, scale: str, source: str) -> list[str]:
                      "smaller models or data), so differences from the paper are expected.")
     lines.append(f"Paper hardware: {table.hardware}; paper time: {table.paper_time}.")
     refs = " and ".join(table.label("column", c) for c in ratio_columns(table))
-    legend = ("Each cell: ours (mean ± population std over seeds) · paper (± std where printed) · "
+    legend = ("Each cell: ours (mean ± sample std over seeds) · paper (± std where printed) · "
               "Δ = ours − paper for accuracy")
     if refs and any(m.kind in RATIO_KINDS for m in table.metrics):
         legend += f"; time and throughput with their ratio to {refs} in the same row"

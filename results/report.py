@@ -109,7 +109,7 @@ def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: st
     body = [f"<h1>{html.escape(heading)}</h1>",
             f"<p>Runs: {render.inline_html(source)} · scale: <code>{html.escape(scale)}</code> · "
             f"{n_ran} of {len(rows)} registry tables and figures have a completed run. Each cell "
-            "shows ours (mean ± population std over seeds) next to the paper's value; claims are "
+            "shows ours (mean ± sample std over seeds) next to the paper's value; claims are "
             "checked by results/claims.py.</p>",
             '<nav class="index" id="index"><h2>Index</h2>']
     head = "".join(f"<th>{h}</th>" for h in ("Id", "Kind", "Paper, source: title", "Cells", "Claims"))

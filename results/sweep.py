@@ -15,7 +15,7 @@ import math
 import pathlib
 from collections.abc import Sequence
 
-from results.claims import standard_error
+from results.collect import mean_std
 
 IGNORED = ("trainer.seed", "table", "cell", "variant")
 METRICS = (("final_validation_accuracy", "validation"), ("final_test_accuracy", "test"))
@@ -80,10 +80,8 @@ def point(job, keys) -> tuple:
 def _stats(values) -> str:
     if not values:
         return "—"
-    mean = 100 * sum(values) / len(values)
-    se = standard_error(values)
-    sd = "" if se is None else f" ± {100 * se * math.sqrt(len(values)):.2f}"
-    return f"{mean:.2f}{sd}"
+    mean, std = mean_std(values)
+    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
 
 
 def entries(jobs, keys) -> dict[tuple, dict]:
@@ -162,6 +160,8 @@ def heatmap(directory, out: pathlib.Path, jobs=None, metric: str = "final_valida
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from results import figures
+
     by_point = entries(jobs, keys)
     rows = sorted({p[0] for p in by_point}, key=_order)
     cols = sorted({p[1] for p in by_point}, key=_order)
@@ -183,6 +183,6 @@ def heatmap(directory, out: pathlib.Path, jobs=None, metric: str = "final_valida
     fig.colorbar(im, label=f"{metric} (%)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    figures.save(fig, out)
     plt.close(fig)
     return out

@@ -18,6 +18,7 @@ from results import collect, figures, render
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TABLE = "looksam_iclr_cifar10"
+SQRT2 = math.sqrt(2)  # the sample std of two values 1 apart from their mean
 SCALE = "cpu"
 
 
@@ -72,7 +73,7 @@ def test_collect_statuses_and_statistics(rendered):
                                                         "seed2": "completed"}
     assert sgd.values["best_test_accuracy"] == SGD_ACC
     assert math.isclose(sgd.mean["best_test_accuracy"], np.mean(SGD_ACC))
-    assert math.isclose(sgd.std["best_test_accuracy"], np.std(SGD_ACC))  # population std
+    assert math.isclose(sgd.std["best_test_accuracy"], np.std(SGD_ACC, ddof=1))  # sample std
     assert results["resnet18/sam"].std["best_test_accuracy"] is None  # one seed
     assert results["resnet18/sam5"].status == "failed"
     assert results["resnet18/sam10"].status == "diverged"
@@ -91,7 +92,7 @@ def test_markdown_has_every_paper_number_ours_and_the_difference(rendered):
     table, _, _, md = rendered
     for cell in table.cells:
         assert f"paper {cell.paper[0]:.1f}" in md, cell.id
-    mean, std = 100 * np.mean(SGD_ACC), 100 * np.std(SGD_ACC)
+    mean, std = 100 * np.mean(SGD_ACC), 100 * np.std(SGD_ACC, ddof=1)
     assert f"{mean:.1f} ± {std:.1f} · paper 95.6 · Δ {mean - 95.6:+.1f}" in md
     assert "85.0 · paper 96.4 · Δ -11.4" in md  # one seed: no ±
 
@@ -217,9 +218,9 @@ def test_throughput_ratio_to_the_base_column(throughput_table, tmp_path):
     table, runs = throughput_table()
     md = cli.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")["md"]
     md = md.read_text()
-    assert "images/s: 600 ± 10 (0.60x SGD) · paper 1,717 (0.50x SGD)" in md
+    assert "images/s: 600 ± 14 (0.60x SGD) · paper 1,717 (0.50x SGD)" in md
     assert "images/s: 1,000 · paper 3,434 |" in md  # the base column: no ratio to itself
-    assert "72.0 ± 1.0 · paper 80.5 ± 0.1 · Δ -8.5" in md
+    assert "72.0 ± 1.4 · paper 80.5 ± 0.1 · Δ -8.5" in md
     assert "— missing · paper —" in md  # SAM: no run, no printed throughput
     sam_row = next(x for x in md.splitlines() if x.startswith("| SAM |"))
     assert sam_row.replace(" ", "") == "|SAM|—|—|2.00|"
@@ -233,7 +234,7 @@ def test_ratio_to_a_second_column(throughput_table, tmp_path):
     write_summary(runs, table.id, "vit/sam", 0, **completed(0.72, ips=500.0))
     md = cli.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")["md"]
     md = md.read_text()
-    assert "images/s: 600 ± 10 (0.60x SGD, 1.20x SAM) · paper 1,717 (0.50x SGD)" in md
+    assert "images/s: 600 ± 14 (0.60x SGD, 1.20x SAM) · paper 1,717 (0.50x SGD)" in md
     assert "images/s: 500 (0.50x SGD) · paper —" in md
 
 
@@ -244,6 +245,18 @@ def test_scatter_figure_writes_png_and_svg(throughput_table, tmp_path):
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in paths["svg"].read_text()
     assert f"]({paths['png'].name})" in paths["md"].read_text()
+
+
+def test_a_re_render_of_the_same_data_writes_the_same_bytes(throughput_table, tmp_path):
+    # Committed renders must not change when nothing in them did (matplotlib stamps SVGs with the
+    # time and random ids unless told otherwise).
+    table, runs = throughput_table("figure", "{type: scatter, x: images_per_sec, y: best_test_accuracy}")
+    results = collect.collect(table, runs, SCALE)
+    first = cli.write(table, results, SCALE, "test", tmp_path / "a")
+    second = cli.write(table, results, SCALE, "test", tmp_path / "b")
+    for suffix in ("png", "svg"):
+        assert first[suffix].read_bytes() == second[suffix].read_bytes(), suffix
+    assert "<dc:date>" not in first["svg"].read_text()
 
 
 PLOTS = ["{type: heatmap, xlabel: gamma, ylabel: beta}", "{type: lines}",
@@ -406,15 +419,16 @@ def test_normalised_points_by_hand(throughput_table):
     results = collect.collect(table, runs, SCALE)
     points = _points(figures.normalised_points(table, results, table.plot, SCALE))
     # Paper: SGD 79.8 @ 3434, LookSAM-5 80.5 ± 0.1 @ 1717, SAM 80.7 @ null (no x: left out).
-    # Ours: SGD 70.0 @ 1000; LookSAM-5 71, 73 @ 590, 610: 72.0 ± 1.0 @ 600 ± 10; SAM not run.
+    # Ours: SGD 70.0 @ 1000; LookSAM-5 71, 73 @ 590, 610: 72.0 ± √2 @ 600 ± 10√2 (sample std); SAM
+    # not run.
     assert points == {("paper", "sgd"): (1.0, 0.0, 0.0, 0.0),
                       ("paper", "looksam5"): (0.5, 0.7, 0.0, 0.1),
                       ("ours", "sgd"): (1.0, 0.0, 0.0, 0.0),
-                      ("ours", "looksam5"): (0.6, 2.0, 0.01, 1.0)}
+                      ("ours", "looksam5"): (0.6, 2.0, round(SQRT2 / 100, 6), round(SQRT2, 6))}
     per_axis = {**table.plot, "normalise": {"x": "looksam5", "y": "base"}}
     points = _points(figures.normalised_points(table, results, per_axis, SCALE))
     assert points[("paper", "sgd")] == (2.0, 0.0, 0.0, 0.0)
-    assert points[("ours", "looksam5")] == (1.0, 2.0, round(10 / 600, 6), 1.0)
+    assert points[("ours", "looksam5")] == (1.0, 2.0, round(10 * SQRT2 / 600, 6), round(SQRT2, 6))
     assert points[("ours", "sgd")] == (round(1000 / 600, 6), 0.0, 0.0, 0.0)
     assert figures.normalised_points(table, results, {"normalise": "nonsense"}, SCALE) == []
 
@@ -434,9 +448,10 @@ def test_figure4_normalised_on_one_axis():
     assert {k: v for k, v in points.items() if k[0] == "paper"} == {
         ("paper", "k1"): (1.0, 5.1, 0.0, 0.0), ("paper", "k5"): (round(19051 / 12800, 6), 5.1, 0.0, 0.0),
         ("paper", "k10"): (1.6, 4.0, 0.0, 0.0)}
-    # Ours: SAM 61.0 ± 1.0 @ 130, LookSAM-5 60.0 @ 200, AdamW 55.0 @ 260.
+    # Ours: SAM 61.0 ± √2 (sample std) @ 130, LookSAM-5 60.0 @ 200, AdamW 55.0 @ 260.
     assert {k: v for k, v in points.items() if k[0] == "ours"} == {
-        ("ours", "k1"): (1.0, 6.0, 0.0, 1.0), ("ours", "k5"): (round(200 / 130, 6), 5.0, 0.0, 0.0),
+        ("ours", "k1"): (1.0, 6.0, 0.0, round(SQRT2, 6)),
+        ("ours", "k5"): (round(200 / 130, 6), 5.0, 0.0, 0.0),
         ("ours", "adamw"): (2.0, 0.0, 0.0, 0.0)}
 
 
