@@ -36,6 +36,7 @@ def test_bench_script_prints_its_table(tmp_path):
     assert rows["esam"]["ideal"] == pytest.approx(1 + 1 / 3 + 0.5)
 
 
+@pytest.mark.slow  # end to end; kept to `make test-slow` (CI runs it): `make test` stays under 15 min
 def test_bench_script_times_any_registry_model(tmp_path):
     # A one-layer ViT (no BatchNorm: the trainer's step without batch statistics) compiles fast.
     vit = json.dumps(dict(patch_size=4, image_size=8, hidden_size=8, num_layers=1, num_heads=1,
@@ -47,6 +48,7 @@ def test_bench_script_times_any_registry_model(tmp_path):
     assert 1.75 < rows["sam"]["flop_ratio"] <= 2.0
 
 
+@pytest.mark.slow  # end to end; kept to `make test-slow` (CI runs it): `make test` stays under 15 min
 def test_bench_script_times_microbatched_steps_beside_whole_ones(tmp_path):
     stdout, rows = bench(tmp_path, "--steps", "2", "--methods", "none", "sam", "--microbatch", "2",
                          env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))

@@ -227,6 +227,7 @@ def test_real_cifar10_training_epoch_sees_every_image_once():
     np.testing.assert_allclose(means, CIFAR10_TRAIN_MEAN, atol=5e-4)
 
 
+@pytest.mark.slow  # end to end; kept to `make test-slow` (CI runs it): `make test` stays under 15 min
 @needs_cifar10
 def test_real_cifar10_two_processes_split_the_training_epoch():
     """Process 0 and 1 of 2 at global batch 1000 (500 each): disjoint halves of 25,000 that

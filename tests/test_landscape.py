@@ -153,6 +153,7 @@ def direct_loss(workdir, step, images: int) -> float:
     return float(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(y[:images])).mean())
 
 
+@pytest.mark.slow  # end to end; kept to `make test-slow` (CI runs it): `make test` stays under 15 min
 def test_landscape_command_on_a_smoke_run(smoke_run, capsys):
     home, workdir, summary = smoke_run
     # Write where esam_figure4's sgd cell keeps its landscape, to render the figure from it below.

@@ -116,8 +116,10 @@ def test_two_processes_equal_one(tmp_path):
 
 # ---- fault tolerance -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kill_step", [
-    KILL_STEPS[0], *(pytest.param(s, marks=pytest.mark.slow) for s in KILL_STEPS[1:])])
+# All slow (`make test-slow`, which CI runs) so that `make test` stays under 15 minutes; the default
+# suite keeps tests/test_train.py's in-process resume-equals-a-straight-run.
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_step", KILL_STEPS)
 def test_sigkill_then_rerun_equals_a_straight_run(tmp_path, straight, kill_step):
     workdir = tmp_path / "killed"
     proc = trainer(workdir, *CHAOS)
@@ -190,7 +192,8 @@ def test_disk_too_small_for_the_checkpoints_fails_at_the_start(tmp_path, monkeyp
 
 # ---- large batch ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["sam", "esam"])
+# sam's is slow (`make test-slow`, CI): `make test` stays under 15 minutes with esam's, the harder case.
+@pytest.mark.parametrize("method", [pytest.param("sam", marks=pytest.mark.slow), "esam"])
 def test_four_microbatches_equal_the_whole_batch(tmp_path, method):
     """trainer.microbatch=2 on the smoke batch of 8: four accumulated chunks give the parameters
     of the one-batch run (a ViT: LayerNorm only, so no per-chunk BatchNorm statistics)."""

@@ -50,6 +50,7 @@ def summaries(sweep_dir) -> dict[int, dict]:
 # --- launchers ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # end to end; kept to `make test-slow` (CI runs it): `make test` stays under 15 min
 def test_basic_launcher_sweep_goes_on_past_a_failed_job(tmp_path):
     sweep = tmp_path / "sweep"
     log = multirun(sweep, "sam=looksam", "sam.k=0,2", *SMOKE, cwd=tmp_path)

@@ -158,6 +158,7 @@ def test_resume_equals_a_straight_run(tmp_path):
     assert s2["total_seconds"] >= s2["process_seconds"] + 0.8 * first["total_seconds"]
 
 
+@pytest.mark.slow  # end to end; kept to `make test-slow` (CI runs it): `make test` stays under 15 min
 def test_a_checkpoint_from_before_the_flax_train_state_resumes(tmp_path):
     """tests/fixtures/checkpoint_v1 (step 2 of 4, tests/test_checkpoint.py says how it was written)
     resumes at step 2 and ends where a straight run of this code ends."""
