@@ -57,6 +57,7 @@ import pathlib
 import sys
 import textwrap
 
+import matplotlib
 from matplotlib.figure import Figure
 
 from reproduce import compose, registry
@@ -764,8 +765,6 @@ def save(fig, path, **kwargs) -> None:
 
     Matplotlib stamps an SVG with the time it was written and random element ids, so a committed
     render would change on every re-render even when no number in it did."""
-    import matplotlib
-
     path = pathlib.Path(path)
     if path.suffix == ".svg":
         kwargs.setdefault("metadata", {"Date": None})
