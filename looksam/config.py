@@ -41,6 +41,11 @@ class DataConfig:
     # which must not overlap train_split): choices made by measurement read this, never the test.
     validation_split: Optional[str] = None
     randaugment: Optional[List[int]] = None  # [num_ops, magnitude]
+    # Cutout on the training split after normalisation: the erased square's side in pixels (ESAM's
+    # official CIFAR loader: 16), drawn with cutout_probability per image; None: off. The mock
+    # path (data.mock) applies no per-example augmentation, Cutout included.
+    cutout: Optional[int] = None
+    cutout_probability: float = 0.5
     mixup_alpha: float = 0.0
     label_smoothing: float = 0.0
     shuffle_buffer: int = 50_000
@@ -75,6 +80,9 @@ class ScheduleConfig:
     end_lr: float = 0.0
 
 
+BATCHNORM_POLICIES = ("clean", "every_forward")  # SamConfig.batchnorm
+
+
 @dataclass
 class SamConfig:
     method: str = "none"  # a looksam.sam method; only its own hyper-parameters are passed on
@@ -84,10 +92,15 @@ class SamConfig:
     alpha: float = sam_defaults.DEFAULTS["alpha"]
     beta: float = sam_defaults.DEFAULTS["beta"]
     gamma: float = sam_defaults.DEFAULTS["gamma"]
+    selection: str = sam_defaults.DEFAULTS["selection"]  # ESAM's SDS rule: ceil | official
     adaptive: bool = sam_defaults.DEFAULTS["adaptive"]
     m: Optional[int] = sam_defaults.DEFAULTS["m"]
     drift_interval: Optional[int] = None  # LookSAM Figure 2 diagnostic (methods perturbing every step)
     subset_cosines: bool = False  # ESAM Figure 6 diagnostic (esam with gamma < 1; one extra pass)
+    # Which forwards of a step update BatchNorm's running statistics: "clean" (the spec: the pass at
+    # w alone) or "every_forward" (each training forward in the order it ran, as ESAM's official
+    # code does, its model in train mode throughout). The trainer applies it; no method reads it.
+    batchnorm: str = "clean"
 
 
 @dataclass
@@ -299,6 +312,10 @@ def validated_estimator(cfg: DictConfig):
     need(d.num_processes is None or d.num_processes >= 1, "distributed.num_processes", "must be >= 1")
     need(d.process_id is None or 0 <= d.process_id < (d.num_processes or 1), "distributed.process_id",
          "must lie in [0, distributed.num_processes)")
+    need(cfg.sam.batchnorm in BATCHNORM_POLICIES, "sam.batchnorm", f"one of {BATCHNORM_POLICIES}")
+    need(cfg.data.cutout is None or cfg.data.cutout >= 1, "data.cutout",
+         "the erased square's side in pixels, >= 1, or null (no Cutout)")
+    need(0 <= cfg.data.cutout_probability <= 1, "data.cutout_probability", "must lie in [0, 1]")
     need(cfg.data.randaugment is None or len(cfg.data.randaugment) == 2, "data.randaugment",
          "[num_ops, magnitude] or null")
     return estimator(cfg)

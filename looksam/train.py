@@ -42,6 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from looksam import checkpoint, config, distributed, host_devices, models, optim, run_identity, tracking
 from looksam.data import pipeline, synthetic
+from looksam.models import layers
 from looksam.state import EvalMetrics, TrainState
 
 log = logging.getLogger("looksam.train")
@@ -102,7 +103,19 @@ def check_validation_split(cfg) -> None:
                          "validation_split='train[45000:]')")
 
 
-def make_train_step(model, tx, est, schedule, root_key):
+def chain_batch_stats(before, updates, momentum=layers.BATCHNORM_MOMENTUM):
+    """BatchNorm's running statistics after the forwards of `updates` in turn, each of which
+    updated `before` alone: u_i = mu r0 + (1 - mu) b_i. Applied one after the other,
+    r_i = mu r_{i-1} + (1 - mu) b_i = u_i + mu (r_{i-1} - r0), which needs no b_i."""
+    chained = before
+    for update in updates:
+        chained = jax.tree.map(lambda u, r, r0: u + momentum * (r - r0), update, chained, before)
+    return chained
+
+
+def make_train_step(model, tx, est, schedule, root_key, batchnorm="clean"):
+    """batchnorm (config.BATCHNORM_POLICIES): "clean" keeps the running statistics of the pass at w,
+    "every_forward" those of every training forward of the step in turn (ESAM's official code)."""
     del tx  # the state's own (TrainState.tx, from initial_state): apply_gradients applies it
 
     def train_step(state: TrainState, batch, sam_step):
@@ -112,8 +125,11 @@ def make_train_step(model, tx, est, schedule, root_key):
         loss_fn = make_loss_fn(model, state.batch_stats, dropout_key)
         grads, est_state, out = est.gradient(loss_fn, state.params, batch, state.est_state, sam_key,
                                              sam_step=sam_step)
-        new = state.apply_gradients(grads=grads, est_state=est_state,
-                                    batch_stats=out.aux["batch_stats"])
+        batch_stats = out.aux["batch_stats"]
+        if batchnorm == "every_forward" and batch_stats is not None:
+            batch_stats = chain_batch_stats(state.batch_stats, [batch_stats] + [
+                aux["batch_stats"] for aux in out.forward_aux])
+        new = state.apply_gradients(grads=grads, est_state=est_state, batch_stats=batch_stats)
         # The loss was computed before this update: `finite` vouches for the state a checkpoint of
         # this step would hold (optimizer moments can overflow while the parameters stay finite).
         metrics = dict(out.metrics, accuracy=out.aux["accuracy"], lr=schedule(state.step),
@@ -306,6 +322,7 @@ class Inputs:
             batches = pipeline.as_numpy(pipeline.train_dataset(
                 d.name, global_batch=t.batch_size, seed=t.seed, split=d.train_split,
                 randaugment=tuple(d.randaugment) if d.randaugment else None,
+                cutout=(d.cutout, d.cutout_probability) if d.cutout else None,
                 mixup_alpha=d.mixup_alpha, label_smoothing=d.label_smoothing,
                 shuffle_buffer=d.shuffle_buffer, start_step=start_step, shards=d.input_shards,
                 **self.tfds_kw))
@@ -581,8 +598,8 @@ def _train(cfg, est, workdir: str) -> dict:
         report = tracking.progress_report(tracker.writer, total_steps, t.log_every_steps)
         est = dataclasses.replace(est, batch_sharding=sharded)
         t0 = time.perf_counter()
-        steps = compile_steps(make_train_step(model, tx, est, schedule, root_key), est, state,
-                              batch_shape(cfg, inputs.spec, sharded))
+        steps = compile_steps(make_train_step(model, tx, est, schedule, root_key, cfg.sam.batchnorm),
+                              est, state, batch_shape(cfg, inputs.spec, sharded))
         compile_s = time.perf_counter() - t0
         log.info("compiled %d train step function(s) in %.1f s", len(steps), compile_s)
         tracker.scalars(step, {"compile_seconds": compile_s})

@@ -174,6 +174,57 @@ def test_dataset_statistics():
     assert stats["imagenet2012"] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
+# --- Cutout ---------------------------------------------------------------------------------------
+
+
+def _erased(out):
+    """The erased pixels of a cutout of an all-ones image: a boolean [h, w] mask."""
+    zeros = np.asarray(out) == 0
+    assert (zeros == zeros[..., :1]).all()  # every channel of a pixel together
+    return zeros[..., 0]
+
+
+def test_cutout_erases_one_square_clipped_at_the_border():
+    """davda54/sam's Cutout: the corner is uniform over [-8, h - 8) x [-8, w - 8) for size 16, so
+    the erased block is a rectangle of side min(h, c + 16) - max(0, c) per axis: 8..16 pixels.
+    Over 400 draws on a 24 x 20 image: every block has such sides, blocks touching each border
+    occur, and the mean side per axis is the one worked out by hand below."""
+    image = tf.ones([24, 20, 3], tf.float32)
+    sides = {0: [], 1: []}
+    clipped = set()
+    for s in range(400):
+        mask = _erased(augment.cutout(image, tf.constant([s, 11], tf.int64), size=16, probability=1.0))
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert mask.sum() == len(rows) * len(cols)  # one solid rectangle
+        assert (np.diff(rows) == 1).all() and (np.diff(cols) == 1).all()
+        for axis, idx, n in ((0, rows, 24), (1, cols, 20)):
+            sides[axis].append(len(idx))
+            if idx[0] == 0 and len(idx) < 16:
+                clipped.add((axis, "start"))
+            if idx[-1] == n - 1 and len(idx) < 16:
+                clipped.add((axis, "end"))
+    assert clipped == {(0, "start"), (0, "end"), (1, "start"), (1, "end")}
+
+    def mean_side(n, size=16):  # E[min(n, c + size) - max(0, c)], c uniform on [-size//2, n - size//2)
+        corners = range(-(size // 2), n - size // 2)
+        return np.mean([min(n, c + size) - max(0, c) for c in corners])
+
+    for axis, n in ((0, 24), (1, 20)):
+        assert set(sides[axis]) <= set(range(8, 17))
+        assert abs(np.mean(sides[axis]) - mean_side(n)) < 0.5  # std of the mean is about 0.12
+
+
+def test_cutout_applies_at_its_probability_and_is_deterministic_per_seed():
+    image = tf.ones([8, 8, 3], tf.float32)
+    applied = [bool(_erased(augment.cutout(image, tf.constant([s, 5], tf.int64), size=4,
+                                           probability=0.5)).any()) for s in range(1000)]
+    assert abs(np.mean(applied) - 0.5) < 0.05  # 3.2 standard errors
+    seed = tf.constant([3, 4], tf.int64)
+    np.testing.assert_array_equal(augment.cutout(image, seed, 4, 0.7), augment.cutout(image, seed, 4, 0.7))
+    never = [augment.cutout(image, tf.constant([s, 5], tf.int64), size=4, probability=0.0) for s in range(50)]
+    assert all((np.asarray(x) == 1).all() for x in never)
+
+
 # --- batch level ----------------------------------------------------------------------------------
 
 

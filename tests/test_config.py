@@ -224,6 +224,10 @@ def test_unknown_key_in_a_file_fails(tmp_path, group, text, key):
     (["trainer.num_devices=0"], r"trainer\.num_devices=0: must be >= 1 or null"),
     (["schedule.warmup_epochs=-1"], r"schedule\.warmup_epochs=-1\.0: must be >= 0"),
     (["schedule.warmup_steps=-5"], r"schedule\.warmup_steps=-5: must be >= 0"),
+    (["data.cutout=0"], r"data\.cutout=0: the erased square's side"),
+    (["data.cutout_probability=1.5"], r"data\.cutout_probability=1\.5: must lie in \[0, 1\]"),
+    (["sam.batchnorm=all"], r"sam\.batchnorm='all': one of \('clean', 'every_forward'\)"),
+    (["sam=esam", "sam.selection=top"], r"sam\b.*selection='top'"),
 ])
 def test_validate_rejects_bad_values_naming_the_key(overrides, pattern):
     cfg = scaled(*overrides)
@@ -417,3 +421,11 @@ def test_cpu_scale_keeps_warmups_share_of_training():
     assert cfg.schedule.warmup_epochs == pytest.approx(10000 / (1281167 / 4096) * 3 / 300, rel=1e-6)
     paper = scaled(*cell_overrides(*VIT_B16), "scale=paper")
     assert paper.schedule.warmup_steps == 10000
+
+
+def test_esam_selection_reaches_the_estimator_and_only_esam():
+    est = config.validated_estimator(scaled("sam=esam", "sam.selection=official"))
+    assert est.selection == "official"
+    assert config.validated_estimator(scaled("sam=esam")).selection == "ceil"  # the spec's default
+    # sam has no SDS: the key is not passed on (ESAM's code reading sets it for every cell)
+    assert config.validated_estimator(scaled("sam=sam", "sam.selection=official")).selection == "ceil"

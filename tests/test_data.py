@@ -80,6 +80,22 @@ def test_randaugment_option_runs_in_the_pipeline(mock_cifar100):
     assert batch["image"].shape == (4, 32, 32, 3) and np.isfinite(batch["image"]).all()
 
 
+def test_cutout_reaches_the_training_batches_only(mock_cifar100):
+    """The option erases squares after normalisation (zeros, the dataset mean) in training
+    batches; without it, or in evaluation, no 8 x 8 block of a normalised image is all zeros."""
+    def zero_blocks(images):
+        z = np.all(images == 0, axis=-1)
+        return sum(z[:, i:i + 8, j:j + 8].all(axis=(1, 2)).sum() for i in range(25) for j in range(25))
+
+    cut = take(train("cifar100", global_batch=8, seed=0, cutout=(16, 1.0)), 2)
+    plain = take(train("cifar100", global_batch=8, seed=0), 2)
+    assert all(zero_blocks(b["image"]) > 0 for b in cut)
+    assert all(zero_blocks(b["image"]) == 0 for b in plain)
+    eval_batch = take(pipeline.eval_dataset("cifar100", global_batch=8, directory="/nonexistent",
+                                            process_index=0, process_count=1), 1)[0]
+    assert zero_blocks(eval_batch["image"]) == 0
+
+
 def test_eval_every_example_once_with_padding():
     """37 examples at batch 8: 5 batches, 3 padded, the examples in their stored order."""
     with tfds.testing.mock_data(num_examples=37):

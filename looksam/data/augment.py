@@ -16,7 +16,7 @@ Recommended order:
 
     ImageNet  decode -> inception_crop -> [randaugment] -> normalize -> batch -> [mixup]
     ImageNet (eval)  decode -> center_crop -> normalize -> batch
-    CIFAR     cifar_crop_flip -> normalize -> batch -> [mixup]
+    CIFAR     cifar_crop_flip -> normalize -> [cutout] -> batch -> [mixup]
     CIFAR (eval)  normalize -> batch
 
 - Geometry first: crops and flips act on the stored pixels, so `inception_crop` sees the full
@@ -27,6 +27,7 @@ Recommended order:
   224 x 224 crop rather than the full image is cheaper and is what big_vision does.
 - `normalize` last among the per-example ops, since everything before it is defined on uint8
   intensities; batches then leave the pipeline as float32, ready for the model.
+- `cutout` after `normalize`, as ESAM's official loader runs it: its zeros are the dataset mean.
 - `mixup` after batching, since it mixes examples; it is linear with weights summing to one, so
   mixing normalized images equals normalizing mixed ones, and `label_smoothing` before or after
   it gives the same labels.
@@ -117,6 +118,24 @@ def normalize(image, mean: Sequence[float], std: Sequence[float]):
     if image.dtype == tf.uint8:
         x = x / 255.0
     return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def cutout(image, seed, size: int = 16, probability: float = 0.5):
+    """Cutout (DeVries & Taylor 2017) as ESAM's official loader runs it (davda54/sam's `Cutout`,
+    after Normalize): with `probability`, zero one size x size square whose top-left corner is
+    uniform over [-size // 2, H - size // 2) x [-size // 2, W - size // 2), clipped at the border,
+    so a square near an edge erases less. Zero is the dataset mean once normalised, which is why
+    it runs after `normalize`."""
+    apply_seed, row_seed, col_seed = _split(seed, 3)
+    shape = tf.shape(image)
+    h, w, half = shape[0], shape[1], size // 2
+    top = tf.random.stateless_uniform([], row_seed, -half, h - half, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], col_seed, -half, w - half, dtype=tf.int32)
+    rows, cols = tf.range(h)[:, None], tf.range(w)[None, :]
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    # torch.rand() > p skips: the square is drawn with probability p.
+    erase = inside & (tf.random.stateless_uniform([], apply_seed) < probability)
+    return tf.where(erase[:, :, None], tf.zeros_like(image), image)
 
 
 # --- batch level ----------------------------------------------------------------------------------
@@ -401,6 +420,7 @@ OPS: dict[str, Callable] = {
     "randaugment": randaugment,
     "center_crop": _center_crop_op,
     "normalize": _normalize_op,
+    "cutout": cutout,
 }
 
 

@@ -166,13 +166,13 @@ def _process(process_index, process_count):
     return process_index, process_count
 
 
-def _transform(ops, ds_spec):
+def _transform(ops, ds_spec, after_normalize=()):
     """Per-example ops by name (augment.OPS), then normalisation with the dataset's
-    statistics: fn(image uint8, seed [2]) -> float32."""
+    statistics, then `after_normalize` (Cutout): fn(image uint8, seed [2]) -> float32."""
     from looksam.data import augment  # TensorFlow, which the mock path must not need
 
     return augment.make_transform(
-        list(ops) + [("normalize", dict(mean=ds_spec.mean, std=ds_spec.std))])
+        list(ops) + [("normalize", dict(mean=ds_spec.mean, std=ds_spec.std))] + list(after_normalize))
 
 
 def _records(name, split, count, index, directory, download, synthetic, drop_remainder):
@@ -215,7 +215,8 @@ def synthetic_examples(ds_spec: DatasetSpec, n: int, split: str):
 
 def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | None = None,
                   split: str | None = None, ops: Sequence | None = None,
-                  randaugment: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
+                  randaugment: tuple[int, int] | None = None,
+                  cutout: tuple[int, float] | None = None, mixup_alpha: float = 0.0,
                   label_smoothing: float = 0.0, shuffle_buffer: int = 50_000, start_step: int = 0,
                   process_index: int | None = None, process_count: int | None = None,
                   shards: int | None = None, download: bool = False, synthetic: int | None = None):
@@ -227,6 +228,7 @@ def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | N
 
     Labels are int32 [b], or float32 [b, classes] once mixup or label smoothing is on.
     `synthetic=n` serves n generated examples instead of the dataset (smoke runs).
+    `cutout=(size, probability)` erases one square per image after normalisation (training only).
     """
     import tensorflow as tf
 
@@ -244,7 +246,8 @@ def train_dataset(name: str, *, global_batch: int, seed: int, directory: str | N
     if randaugment is not None:  # after the crop, on uint8 pixels (augment's docstring)
         num_ops, magnitude = randaugment
         ops = ops + (("randaugment", dict(num_ops=num_ops, magnitude=magnitude)),)
-    transform = _transform(ops, ds_spec)
+    after = () if cutout is None else (("cutout", dict(size=cutout[0], probability=cutout[1])),)
+    transform = _transform(ops, ds_spec, after)
     run_seed = tf.constant(seed, tf.int64)
 
     def shard_stream(shard):

@@ -8,6 +8,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from looksam.models.layers import BATCHNORM_MOMENTUM
+
 
 class CNN(nn.Module):
     """Per stage: two 3x3 conv-BN-ReLU blocks, then 2x2 max-pool; global average pool, dense head."""
@@ -22,7 +24,8 @@ class CNN(nn.Module):
         for width in self.widths:
             for _ in range(2):
                 x = nn.Conv(width, (3, 3), use_bias=False, dtype=self.dtype)(x)
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+                x = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
+                                 dtype=self.dtype)(x)
                 x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.mean(axis=(1, 2))

@@ -22,6 +22,13 @@ def conv(features: int, kernel_size: int, strides: int = 1, *, dtype: Any) -> nn
                    padding=((p, p), (p, p)), use_bias=False, kernel_init=conv_init, dtype=dtype)
 
 
+# Every BatchNorm of our models keeps running statistics r <- momentum r + (1 - momentum) batch:
+# PyTorch's default (its momentum 0.1 is 0.9 here). The trainer composes several updates with it
+# (looksam.train.chain_batch_stats).
+BATCHNORM_MOMENTUM = 0.9
+
+
 def batch_norm(train: bool, *, dtype: Any) -> nn.BatchNorm:
-    """PyTorch's defaults (momentum 0.1 there is 0.9 here); batch statistics while training."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
+    """PyTorch's defaults; batch statistics while training."""
+    return nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM, epsilon=1e-5,
+                        dtype=dtype)

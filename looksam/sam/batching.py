@@ -118,9 +118,11 @@ def mean_grad(loss_fn, params, batch, size=None):
 
 
 def forward_losses(loss_fn, params, batch, size=None):
-    """Per-example losses from a forward pass only (no gradient)."""
+    """(per-example losses [n], aux) from a forward pass only (no gradient)."""
 
     def chunk_losses(b):
-        return (), jax.lax.stop_gradient(loss_fn(params, b)[0]), ()
+        losses, aux = jax.lax.stop_gradient(loss_fn(params, b))
+        return (), losses, aux
 
-    return accumulate(chunk_losses, batch, size)[1]
+    _, losses, aux = accumulate(chunk_losses, batch, size)
+    return losses, aux

@@ -30,12 +30,36 @@ def apply_mask(mask, g):
     return jax.tree.map(lambda keep, g_l: jnp.where(keep, g_l, jnp.zeros_like(g_l)), mask, g)
 
 
-def sds_count(gamma, n):
-    """|B+| = ceil(gamma * n). The official code keeps one fewer (a strict `>` against the
-    ceil(gamma n)-th value); we follow the paper. Rounding first keeps 0.7 * 10 at 7, not 8."""
+# How SDS picks B+ from a group of n examples by sharpness s_i:
+#   "ceil": the ceil(gamma n) largest (the paper's "top gamma of the batch").
+#   "official": dydjw9/Efficient_SAM utils/Esam.py, ESAM.step(): position = int(n * gamma),
+#     cutoff = the position-th largest s_i, B+ = {i: s_i > cutoff}, so position - 1 examples (31
+#     of 64 at gamma 0.5) when no two s_i tie; gamma >= 0.99 keeps the whole group.
+SELECTIONS = ("ceil", "official")
+OFFICIAL_KEEPS_ALL = 0.99  # Esam.py: `if prob >= 0.99: indices = range(len(targets))`
+
+
+def sds_count(gamma, n, selection="ceil"):
+    """|B+| for a group of n: ceil(gamma n) (rounded first, so 0.7 * 10 stays 7, not 8), or the
+    official rule's position - 1 = int(gamma n) - 1 (Python's int(), as the official code; at
+    most that many, when sharpness values tie at the cutoff)."""
+    if selection == "official":
+        return n if gamma >= OFFICIAL_KEEPS_ALL else int(n * gamma) - 1
     return max(1, math.ceil(round(gamma * n, 6)))
 
 
-def sds_select(sharpness, gamma):
-    """SDS: indices of the ceil(gamma n) examples with the largest s_i = l_i(w + eps) - l_i(w)."""
-    return jax.lax.top_k(sharpness, sds_count(gamma, sharpness.shape[0]))[1]
+def sds_select(sharpness, gamma, selection="ceil"):
+    """SDS over one group: (indices of B+ [count], weights [count] summing to 1).
+
+    The gradient is sum_j weights_j grad l_{indices_j}: the mean over B+. Under "official" an
+    index whose s_i ties the cutoff gets weight 0 (the official `>` drops it), so the mean is over
+    the examples strictly above it, as there; the static size is the count without ties.
+    """
+    n = sharpness.shape[0]
+    count = sds_count(gamma, n, selection)
+    values, indices = jax.lax.top_k(sharpness, count)
+    if selection == "ceil" or count == n:
+        return indices, jnp.full((count,), 1.0 / count, jnp.float32)
+    cutoff = jax.lax.top_k(sharpness, count + 1)[0][-1]
+    above = (values > cutoff).astype(jnp.float32)
+    return indices, above / jnp.maximum(above.sum(), 1.0)

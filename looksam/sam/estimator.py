@@ -50,9 +50,9 @@ HPARAMS = {
     "looksam": ("rho", "k", "alpha"),
     "layersam": ("rho",),
     "look_layersam": ("rho", "k", "alpha"),
-    "esam": ("rho", "beta", "gamma", "subset_cosines"),
+    "esam": ("rho", "beta", "gamma", "selection", "subset_cosines"),
 }
-DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, adaptive=False, m=None,
+DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, selection="ceil", adaptive=False, m=None,
                 microbatch=None, in_graph="auto", batch_sharding=None, drift_interval=None,
                 subset_cosines=False)
 IN_GRAPH = ("auto", "cond", "select")
@@ -101,6 +101,12 @@ class EstimatorState(NamedTuple):
 class GradientOutput(NamedTuple):
     aux: Any  # aux of the clean pass (BatchNorm statistics come from there)
     metrics: dict  # scalar arrays
+    # aux of the step's other training forwards, in the order they ran: SAM's pass at w + eps;
+    # SDS's forward at w + eps, then its subset's pass. For a caller that updates model state from
+    # every forward, as ESAM's official code does (its BatchNorm runs in train mode each time);
+    # the spec's state comes from `aux` alone. Empty on plain steps and when the schedule is decided
+    # in-graph (sam_step=None with a period > 1), whose branches must return the same structure.
+    forward_aux: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +117,7 @@ class Estimator:
     alpha: float = DEFAULTS["alpha"]
     beta: float = DEFAULTS["beta"]
     gamma: float = DEFAULTS["gamma"]
+    selection: str = DEFAULTS["selection"]  # SDS's rule for B+ (esam.SELECTIONS)
     adaptive: bool = False
     m: int | None = None
     microbatch: int | None = None
@@ -183,12 +190,13 @@ class Estimator:
         if not sam_step and self.perturbs and self.period == 1:
             raise ValueError(f"method {self.method!r} perturbs every step: pass sam_step=True or None")
         step = self._sam_step if sam_step else self._clean_step
-        grads, g, g_v, aux, metrics = step(loss_fn, params, batch, state.g_v, rng)
+        grads, g, g_v, (aux, forward_aux), metrics = step(loss_fn, params, batch, state.g_v, rng)
         drift = state.drift
         if self.drift_interval:  # every step is a SAM step here (checked by make)
             changes, drift = diagnostics.gradient_drift(g, grads, drift, state.step, self.drift_interval)
             metrics = {**metrics, **changes}
-        return grads, EstimatorState(state.step + 1, g_v, drift), GradientOutput(aux, metrics)
+        return (grads, EstimatorState(state.step + 1, g_v, drift),
+                GradientOutput(aux, metrics, forward_aux))
 
     def _in_graph(self, loss_fn, params, batch, state, rng):
         """Decides the SAM step from state.step inside the compiled graph.
@@ -205,11 +213,12 @@ class Estimator:
         if mode == "auto":
             mode = "select" if jax.default_backend() == "cpu" else "cond"
         if mode == "cond":
-            return jax.lax.cond(
-                is_sam,
-                lambda: self.gradient(loss_fn, params, batch, state, rng, sam_step=True),
-                lambda: self.gradient(loss_fn, params, batch, state, rng, sam_step=False))
-        g_s, g, g_v, aux, metrics = self._sam_step(loss_fn, params, batch, state.g_v, rng)
+            def branch(sam_step):
+                grads, new, out = self.gradient(loss_fn, params, batch, state, rng, sam_step=sam_step)
+                return grads, new, out._replace(forward_aux=())
+
+            return jax.lax.cond(is_sam, lambda: branch(True), lambda: branch(False))
+        g_s, g, g_v, (aux, _), metrics = self._sam_step(loss_fn, params, batch, state.g_v, rng)
         reuse = self._reuse(g, state.g_v)
         reuse_metrics = self._metrics(g, reuse, state.g_v, metrics["loss"], sam_step=False)
         pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(is_sam, x, y), a, b)  # noqa: E731
@@ -235,14 +244,15 @@ class Estimator:
                 metrics["g_v_change"] = jnp.where(before > 0, change, nan)
         return metrics
 
-    # Both steps return (gradient for the optimizer, clean gradient g, g_v, aux, metrics).
+    # Both steps return (gradient for the optimizer, clean gradient g, g_v, (aux, forward_aux),
+    # metrics).
     def _clean_step(self, loss_fn, params, batch, g_v, rng):
         """A step without a perturbation: `none`, or a reuse step of sam_k / LookSAM."""
         del rng
         g, losses, aux = self._over_groups(
             lambda b, size: batching.mean_grad(loss_fn, params, b, size), batch)
         grads = self._reuse(g, g_v)
-        return grads, g, g_v, aux, self._metrics(g, grads, g_v, jnp.mean(losses), sam_step=False)
+        return grads, g, g_v, (aux, ()), self._metrics(g, grads, g_v, jnp.mean(losses), sam_step=False)
 
     def _reuse(self, g, g_v):
         return look.reuse(g, g_v, self.alpha) if self.parts.reuses_g_v else g
@@ -259,8 +269,8 @@ class Estimator:
                                 previous_g_v=previous_g_v)
         if self.parts.reports_selection:
             group_size = self.m or batching.batch_size(batch)
-            metrics["selected_fraction"] = jnp.float32(
-                esam.sds_count(self.gamma, group_size) / group_size)
+            count = esam.sds_count(self.gamma, group_size, self.selection) if self.parts.sds else group_size
+            metrics["selected_fraction"] = jnp.float32(count / group_size)
             metrics["sharpness"] = jnp.mean(sharpness)
         if self.parts.sds:
             metrics.update(diagnostics.subset_losses(losses, sharpness, selected))  # ESAM Figure 5
@@ -268,20 +278,24 @@ class Estimator:
         return g_s, g, g_v, aux, metrics
 
     def _perturbed_gradients(self, loss_fn, params, batch, rng, size):
-        """On one group: ((g, g_s, cosines), (l_i(w), s_i, i selected), aux).
+        """On one group: ((g, g_s, cosines), (l_i(w), s_i, i selected), (aux, forward_aux)).
 
         ESAM's SDS when gamma < 1; `cosines` is {} unless `subset_cosines` (a dict of scalars,
-        returned with the sums so that m-sharpness averages it over groups).
+        returned with the sums so that m-sharpness averages it over groups). `forward_aux`: the
+        aux of the training forwards after the clean one, in order (GradientOutput.forward_aux).
         """
         g, losses, aux = batching.mean_grad(loss_fn, params, batch, size)
         perturbed = otu.tree_add(params, self._epsilon(params, g, rng))
         selected = jnp.ones(losses.shape, bool)
         cosines = {}
         if self.parts.sds:
-            sharpness = batching.forward_losses(loss_fn, perturbed, batch, size) - losses
-            chosen = esam.sds_select(sharpness, self.gamma)
-            selected = jnp.zeros(losses.shape, bool).at[chosen].set(True)
-            g_s = batching.mean_grad(loss_fn, perturbed, self._gather(batch, chosen), size)[0]
+            perturbed_losses, sharpness_aux = batching.forward_losses(loss_fn, perturbed, batch, size)
+            sharpness = perturbed_losses - losses
+            chosen, weights = esam.sds_select(sharpness, self.gamma, self.selection)
+            selected = jnp.zeros(losses.shape, bool).at[chosen].set(weights > 0)
+            g_s, _, subset_aux = batching.weighted_grad(loss_fn, perturbed, self._gather(batch, chosen),
+                                                        weights, size)
+            forward_aux = (sharpness_aux, subset_aux)
             if self.subset_cosines:
                 def subset_grad(at, idx):
                     return batching.mean_grad(loss_fn, at, self._gather(batch, idx), size)[0]
@@ -289,9 +303,10 @@ class Estimator:
                 cosines = diagnostics.subset_cosines(subset_grad, params, perturbed, chosen,
                                                      selected, g, g_s, self.gamma)
         else:
-            g_s, perturbed_losses, _ = batching.mean_grad(loss_fn, perturbed, batch, size)
+            g_s, perturbed_losses, perturbed_aux = batching.mean_grad(loss_fn, perturbed, batch, size)
             sharpness = perturbed_losses - losses
-        return (g, g_s, cosines), (losses, sharpness, selected), aux
+            forward_aux = (perturbed_aux,)
+        return (g, g_s, cosines), (losses, sharpness, selected), (aux, forward_aux)
 
     def _gather(self, batch, idx):
         subset = batching.take(batch, idx)
@@ -332,6 +347,11 @@ class Estimator:
         if self.microbatch is not None and n % self.microbatch:
             raise ValueError(
                 f"microbatch={self.microbatch} must divide the per-step batch of {n} examples")
+        group = self.m or n
+        if self.parts.sds and esam.sds_count(self.gamma, group, self.selection) < 1:
+            raise ValueError(f"selection={self.selection!r} keeps int(gamma * n) - 1 = "
+                             f"{esam.sds_count(self.gamma, group, self.selection)} of a group of {group} "
+                             f"at gamma={self.gamma}: raise gamma or m, or use selection='ceil'")
 
 
 _EPSILON = {"sam": perturb.sam_epsilon, "layer": perturb.layer_epsilon,
@@ -369,6 +389,8 @@ def make(method: str, **hparams) -> Estimator:
     if hp["adaptive"] and kind.layerwise:
         raise ValueError(f"adaptive=True does not combine with {method}'s layer-wise scaling xi: "
                          "use adaptive with sam, sam_k, looksam or esam")
+    if hp["selection"] not in esam.SELECTIONS:
+        raise ValueError(f"selection={hp['selection']!r}: choose one of {esam.SELECTIONS}")
     if hp["in_graph"] not in IN_GRAPH:
         raise ValueError(f"in_graph={hp['in_graph']!r}: choose one of {IN_GRAPH}")
     m, mb = hp["m"], hp["microbatch"]
@@ -377,7 +399,7 @@ def make(method: str, **hparams) -> Estimator:
     if hp["subset_cosines"] and hp["gamma"] >= 1:
         raise ValueError(f"subset_cosines needs gamma < 1 (got gamma={hp['gamma']!r}): with gamma "
                          "= 1 SDS selects the whole batch and there is no rejected subset B-")
-    if hp["subset_cosines"] and m is not None and esam.sds_count(hp["gamma"], m) >= m:
+    if hp["subset_cosines"] and m is not None and esam.sds_count(hp["gamma"], m, hp["selection"]) >= m:
         raise ValueError(f"subset_cosines needs a non-empty B- in each m-sharpness group: "
                          f"gamma={hp['gamma']!r} selects all of m={m} examples")
     if m is not None and mb is not None and mb % m:
@@ -385,7 +407,7 @@ def make(method: str, **hparams) -> Estimator:
                          "whole m-sharpness groups")
     return Estimator(method=method, rho=float(hp["rho"]), k=int(hp["k"]),
                      alpha=float(hp["alpha"]), beta=float(hp["beta"]),
-                     gamma=float(hp["gamma"]), adaptive=hp["adaptive"],
+                     gamma=float(hp["gamma"]), selection=hp["selection"], adaptive=hp["adaptive"],
                      m=None if m is None else int(m), microbatch=None if mb is None else int(mb),
                      in_graph=hp["in_graph"], batch_sharding=hp["batch_sharding"],
                      drift_interval=hp["drift_interval"], subset_cosines=hp["subset_cosines"])
