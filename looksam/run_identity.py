@@ -6,6 +6,8 @@ hparams through `flatten`); `changes` lists what differs between two such record
 `check_same_run` refuses a workdir holding another config's run (ConfigMismatch).
 """
 
+import functools
+
 from flax import traverse_util
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,6 +19,19 @@ RESUMABLE = ("logger", "distributed", "scale", "table", "cell", "variant", "data
              "trainer.max_steps", "trainer.eval_batch_size", "trainer.log_every_steps",
              "trainer.checkpoint_every_steps", "trainer.keep_checkpoints", "trainer.microbatch",
              "trainer.num_devices", "trainer.workdir", "trainer.nan_policy")
+
+
+# without one computed what the schema's default computes, so a missing key reads as that default.
+# A new setting joins here only if its default changes nothing.
+ADDED_LATER = ("data.cutout", "data.cutout_probability", "sam.selection", "sam.batchnorm")
+
+
+@functools.cache
+def _added_later_defaults() -> dict:
+    from looksam import config  # the schema holds the defaults
+
+    schema = OmegaConf.structured(config.Config)
+    return {key: OmegaConf.select(schema, key) for key in ADDED_LATER}
 
 
 class ConfigMismatch(ValueError):
@@ -40,6 +55,9 @@ def changes(recorded: dict, current: dict) -> list[str]:
     Keys on one side only count too: a free-form dict such as model.kwargs gains or loses keys.
     """
     old, new = flatten(recorded), flatten(current)
+    for key, default in _added_later_defaults().items():
+        if (key in old) != (key in new):  # one side was recorded before the key existed
+            (new if key in old else old)[key] = default
 
     def show(values, key):
         return repr(values[key]) if key in values else "<unset>"

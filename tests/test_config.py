@@ -4,6 +4,7 @@ values fail with their name, scale presets shrink only what they claim, and swee
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import pathlib
@@ -429,3 +430,19 @@ def test_esam_selection_reaches_the_estimator_and_only_esam():
     assert config.validated_estimator(scaled("sam=esam")).selection == "ceil"  # the spec's default
     # sam has no SDS: the key is not passed on (ESAM's code reading sets it for every cell)
     assert config.validated_estimator(scaled("sam=sam", "sam.selection=official")).selection == "ceil"
+
+
+def test_a_recorded_config_from_before_a_new_setting_reads_as_its_default():
+    """Summaries recorded before data.cutout, sam.selection and sam.batchnorm existed are the
+    same run as today's config at those settings' defaults, and another run once one is set."""
+    from looksam import run_identity
+
+    today = run_identity.resolved(scaled("sam=esam"))
+    old = json.loads(json.dumps(today))
+    for group, key in (("data", "cutout"), ("data", "cutout_probability"), ("sam", "selection"),
+                       ("sam", "batchnorm")):
+        del old[group][key]
+    assert run_identity.changes(old, today) == []
+    code = run_identity.resolved(scaled("sam=esam", "data.cutout=16", "sam.batchnorm=every_forward"))
+    assert run_identity.changes(old, code) == ["data.cutout: None -> 16",
+                                               "sam.batchnorm: 'clean' -> 'every_forward'"]
