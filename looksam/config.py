@@ -187,6 +187,7 @@ class Config:
     table: Optional[str] = None  # the table and cell a run belongs to (reproduce/)
     cell: Optional[str] = None
     variant: Optional[str] = None  # a sweep's point of that cell, e.g. "sam.alpha=0.2" (reproduce --sweep)
+    reading: Optional[str] = None  # the table reading the cell runs (None: the paper; reproduce --reading)
 
 
 def register() -> None:

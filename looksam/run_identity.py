@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 # checkpoints, never what it computes. trainer.max_steps only stops a run early (the schedule
 # follows trainer.epochs), so a resumed run may extend it; the scale preset is compared through
 # the values it resolved to; table and cell only label a run.
-RESUMABLE = ("logger", "distributed", "scale", "table", "cell", "variant", "data.data_dir", "data.download",
+RESUMABLE = ("logger", "distributed", "scale", "table", "cell", "variant", "reading", "data.data_dir",
+             "data.download",
              "trainer.max_steps", "trainer.eval_batch_size", "trainer.log_every_steps",
              "trainer.checkpoint_every_steps", "trainer.keep_checkpoints", "trainer.microbatch",
              "trainer.num_devices", "trainer.workdir", "trainer.nan_policy")

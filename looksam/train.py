@@ -453,7 +453,8 @@ def run_summary(cfg, resolved, est, *, status, message, step, total_steps, steps
     last = progress.last_eval
     ips = window.images_per_sec
     return {
-        "config": resolved, "table": cfg.table, "cell": cfg.cell, "seed": cfg.trainer.seed,
+        "config": resolved, "table": cfg.table, "cell": cfg.cell, "reading": cfg.reading,
+        "seed": cfg.trainer.seed,
         "status": status, "message": message, "step": step, "total_steps": total_steps,
         "epochs": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
         "final_test_accuracy": last.get("test_accuracy"),

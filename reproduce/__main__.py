@@ -3,13 +3,14 @@
     python -m reproduce list                          # every table: cells, paper hardware/time, estimates
     python -m reproduce config esam_table1 resnet18_cifar10/esam [--scale cpu] [--seed 1] [--overrides]
     python -m reproduce run looksam_table1 --scale cpu [--seeds 3] [--launcher basic] [--runs DIR]
-                                                       [-o data.data_dir=DIR ...]
+                                                       [--reading code] [-o data.data_dir=DIR ...]
 
 `run` turns a registry table into one Hydra multirun of `python -m looksam.train` over the (cell,
 seed) pairs that have not completed yet: each pending pair becomes a generated config
 (`<runs>/<table>/<scale>/.cells/reproduce_cell/<row>__<column>__seed<k>.yaml`, `# @package
 _global_`, holding the cell's overrides) and the sweep runs `+reproduce_cell=<a>,<b>,...` with
-every job's directory at `<runs>/<table>/<scale>/<row>/<column>/seed<k>`, one wandb group per
+every job's directory at `<runs>/<table>/<scale>/<row>/<column>/seed<k>` (a reading other than
+the paper's: `<runs>/<table>/<scale>/reading=<name>/...`, registry.scale_dir), one wandb group per
 table. A rerun after a crash therefore runs only what is missing (and an interrupted cell resumes
 from its checkpoint). Then it renders the table with `python -m results render`.
 
@@ -39,9 +40,10 @@ GROUPS = ("model", "data", "optimizer", "sam", "schedule", "trainer", "logger", 
 SMOKE_SECONDS_PER_CELL = 20
 
 
-def run_dir(runs: pathlib.Path, table: str, scale: str, cell: registry.Cell, seed: int,
+def run_dir(runs: pathlib.Path, table: registry.Table, scale: str, cell: registry.Cell, seed: int,
             variant: str | None = None) -> pathlib.Path:
-    return registry.run_dir(runs, table, scale, cell.row, cell.column, seed, variant)
+    return registry.run_dir(runs, table.id, scale, cell.row, cell.column, seed, variant,
+                            table.reading_name)
 
 
 def quoted(override: str) -> str:
@@ -81,6 +83,8 @@ def cell_config(table: registry.Table, cell: registry.Cell, seed: int, variant: 
     """The cell as a global config: group overrides in the defaults list, values below; `extra`:
     a sweep point's overrides on top of the cell's."""
     defaults, values = [], {"table": table.id, "cell": cell.id, "trainer": {"seed": seed}}
+    if table.reading_name:
+        values["reading"] = table.reading_name
     if variant:
         values["variant"] = variant
     for override in registry.merge_overrides(cell.overrides, extra):
@@ -163,7 +167,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_config(args) -> int:
-    table = registry.load(args.table)
+    table = registry.load(args.table, reading=args.reading)
     cell = table.cell(args.cell)
     if args.overrides:
         extra = ([f"scale={args.scale}"] if args.scale else []) + (
@@ -171,7 +175,9 @@ def cmd_config(args) -> int:
         print(" ".join([*cell.overrides, *extra]))
         return 0
     cfg = compose.config(cell, args.scale or "paper", args.seed or 0)
-    print(yaml.safe_dump({**cfg, "table": table.id, "cell": cell.id}, sort_keys=False), end="")
+    labels = {"table": table.id, "cell": cell.id,
+              **({"reading": table.reading_name} if table.reading else {})}
+    print(yaml.safe_dump({**cfg, **labels}, sort_keys=False), end="")
     return 0
 
 
@@ -189,19 +195,20 @@ def secondary_worker(environ=os.environ) -> bool:
 
 
 def cmd_run(args) -> int:
-    table = registry.load(args.table)
+    table = registry.load(args.table, reading=args.reading)
     runs = pathlib.Path(args.runs).resolve()
     seeds = args.seeds or table.seeds
     cells = [table.cell(c) for c in args.cells] if args.cells else list(table.cells)
     points = sweep_points(args.sweep)
     pending = [(c, s, v, extra) for c in cells for v, extra in points for s in range(seeds)
-               if not completed(run_dir(runs, table.id, args.scale, c, s, v))]
+               if not completed(run_dir(runs, table, args.scale, c, s, v))]
     total = len(cells) * seeds * len(points)
     sweep_text = f" x {len(points)} sweep point(s)" if args.sweep else ""
-    print(f"{table.id} at scale={args.scale}: {len(cells)} cells{sweep_text} x {seeds} seed(s); "
+    reading = f" in the {table.reading_name} reading" if table.reading_name else ""
+    print(f"{table.id}{reading} at scale={args.scale}: {len(cells)} cells{sweep_text} x {seeds} seed(s); "
           f"{total - len(pending)} completed, {len(pending)} to run", flush=True)
     if pending:
-        shared = runs / table.id / args.scale
+        shared = registry.scale_dir(runs, table.id, args.scale, table.reading_name)
         local = pathlib.Path(tempfile.mkdtemp(prefix="reproduce-")) if secondary_worker() else None
         gen = (local or shared) / ".cells"
         (gen / "reproduce_cell").mkdir(parents=True, exist_ok=True)
@@ -234,14 +241,16 @@ def cmd_run(args) -> int:
     if args.dry_run:
         return 0
     unfinished = [f"{c.id}{'/' + v if v else ''}/seed{s}" for c, s, v, _ in pending
-                  if not completed(run_dir(runs, table.id, args.scale, c, s, v))]
+                  if not completed(run_dir(runs, table, args.scale, c, s, v))]
     code = 0
     if args.sweep:
-        where = runs / table.id / args.scale
+        where = registry.scale_dir(runs, table.id, args.scale, table.reading_name)
         print(f"a sweep's points are not table cells: see them with\n  python -m results sweep {where}")
     elif not args.no_render:
         code = subprocess.call([sys.executable, "-m", "results", "render", table.id, "--runs",
-                                str(runs), "--scale", args.scale, "--out",
+                                str(runs), "--scale", args.scale,
+                                *(["--reading", table.reading_name] if table.reading_name else []),
+                                "--out",
                                 args.out or str(registry.renders_dir(runs))])
     if unfinished:  # what finished is rendered; the command still says that not all of it did
         print(f"{len(unfinished)} run(s) did not complete: {', '.join(unfinished)} (their "
@@ -260,6 +269,7 @@ def main(argv=None) -> int:
     c.add_argument("cell", metavar="ROW/COLUMN")
     c.add_argument("--scale", default=None, choices=registry.scale_names(), help="default: paper")
     c.add_argument("--seed", type=int, default=None, help="default: 0")
+    c.add_argument("--reading", default=None, help="one of the table's readings (default: the paper's)")
     c.add_argument("--overrides", action="store_true",
                    help="print the cell's Hydra overrides (on one line) instead, for "
                         "python -m looksam.train $(python -m reproduce config ... --overrides)")
@@ -273,6 +283,9 @@ def main(argv=None) -> int:
     r.add_argument("--runs", default=os.environ.get("RUNS", "runs/reproduce"))
     r.add_argument("--out", default=None,
                    help="where rendered tables and figures go (default: <runs>/renders)")
+    r.add_argument("--reading", default=None,
+                   help="run the cells as one of the table's readings (e.g. code: the authors' code; "
+                        "default: the paper's); its runs go to <runs>/<table>/<scale>/reading=<name>")
     r.add_argument("--cells", nargs="+", action="extend", default=None,
                    help="only these row/column cells")
     r.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",

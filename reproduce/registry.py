@@ -28,6 +28,10 @@ File format (reproduce/tables/<id>.yaml):
     skip: [resnet50/sam10]             # optional: cells the paper leaves empty and we do not run
     plot: {...}                        # figures: how results/ draws it
     notes: [...]                       # choices where the paper is inconsistent or silent
+    readings:                          # optional: other readings than the paper's (its own is
+      code: esam_code                  #   `paper`: the cells above); a name -> a shared file
+                                       #   reproduce/readings/<file>.yaml, or inline:
+      code: {label: ..., source: ..., overrides: [{set: sam.m=64, cite: "file:line: ..."}]}
     claims:                            # the paper's statements about the table, as comparisons
       - id: looksam5_matches_sam       # unique in the file
         quote: "..."                   # the paper's sentence, verbatim
@@ -45,6 +49,11 @@ File format (reproduce/tables/<id>.yaml):
         paper_note: ...                # needed when the paper's own numbers break it
     claims_reason: ...                 # with `claims: []`: why there is nothing to check
 
+A reading changes how every cell runs to follow another source than the paper's text (e.g. the
+authors' code): its overrides go after each cell's, each with its citation. `load(id, reading=R)`
+gives the table as that reading runs it; its runs live apart (`run_dir`), and every render, claim
+and summary names it.
+
 A metric `kind` is accuracy (higher is better, shown x `scale`), time (seconds, lower is better;
 shown with its ratio to the base column) or throughput (images/s; ratio to the base column).
 """
@@ -59,6 +68,8 @@ import yaml
 from omegaconf import OmegaConf
 
 TABLES_DIR = pathlib.Path(__file__).resolve().parent / "tables"
+READINGS_DIR = pathlib.Path(__file__).resolve().parent / "readings"
+PAPER = "paper"  # the reading every table has: its cells as the paper's text gives them
 SCALES_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "scale"
 
 
@@ -67,12 +78,24 @@ def scale_names() -> list[str]:
     return sorted(p.stem for p in SCALES_DIR.glob("*.yaml"))
 
 
+def scale_dir(runs, table: str, scale: str, reading: str | None = None) -> pathlib.Path:
+    """Where a table's runs at a scale live: <runs>/<table>/<scale>, and a reading other than the
+    paper's below it, <runs>/<table>/<scale>/reading=<name> (named like a sweep's point)."""
+    path = pathlib.Path(runs) / table / scale
+    return path if reading in (None, PAPER) else path / f"reading={reading}"
+
+
 def run_dir(runs, table: str, scale: str, row: str, column: str, seed: int,
-            variant: str | None = None) -> pathlib.Path:
-    """The one layout of a cell's run: <runs>/<table>/<scale>/<row>/<column>/seed<k>, and of a
-    sweep's point of it: .../<column>/<variant>/seed<k> (variant e.g. "sam.alpha=0.2")."""
-    cell = pathlib.Path(runs) / table / scale / row / column
+            variant: str | None = None, reading: str | None = None) -> pathlib.Path:
+    """The one layout of a cell's run: <scale_dir>/<row>/<column>/seed<k>, and of a sweep's point
+    of it: .../<column>/<variant>/seed<k> (variant e.g. "sam.alpha=0.2")."""
+    cell = scale_dir(runs, table, scale, reading) / row / column
     return (cell / variant if variant else cell) / f"seed{seed}"
+
+
+def render_stem(table: str, scale: str, reading: str | None = None) -> str:
+    """A render's file name without suffix: <table>_<scale>, or <table>_<scale>_<reading>."""
+    return f"{table}_{scale}" if reading in (None, PAPER) else f"{table}_{scale}_{reading}"
 
 
 def renders_dir(runs) -> pathlib.Path:
@@ -199,6 +222,60 @@ def _claims(raw, metrics, rows, columns, where) -> tuple[Claim, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Override:
+    set: str  # a Hydra override, applied after every cell's own
+    cite: str  # where the source says so: file and line of the authors' code, or the sentence
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    name: str
+    label: str
+    source: str
+    overrides: tuple[Override, ...]
+
+
+READING_KEYS = {"label", "source", "overrides"}
+
+
+def _reading(name, raw, where) -> Reading:
+    if isinstance(raw, str):  # a shared file: reproduce/readings/<raw>.yaml
+        path = READINGS_DIR / f"{raw}.yaml"
+        if not path.exists():
+            raise ValueError(f"{where}: reading {name!r} names {path}, which does not exist; "
+                             f"shared readings: {sorted(p.stem for p in READINGS_DIR.glob('*.yaml'))}")
+        where, raw = f"{where} (reading {name!r} from {path})", OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(raw, dict) or set(raw) != READING_KEYS:
+        got = sorted(raw) if isinstance(raw, dict) else raw
+        raise ValueError(f"{where}: reading {name!r} needs exactly the keys {sorted(READING_KEYS)}; "
+                         f"got {got}")
+    overrides = []
+    for item in raw["overrides"] or []:
+        if not isinstance(item, dict) or set(item) != {"set", "cite"} or "=" not in str(item["set"]):
+            raise ValueError(f"{where}: reading {name!r}: each override is {{set: KEY=VALUE, cite: ...}} "
+                             f"(the citation says where the source does it); got {item!r}")
+        key = item["set"].split("=", 1)[0]
+        if not _schema_has(key):
+            raise ValueError(f"{where}: reading {name!r} sets unknown key {key!r}: no such config "
+                             "group or setting (looksam/config.py)")
+        overrides.append(Override(set=str(item["set"]), cite=str(item["cite"])))
+    if not overrides:
+        raise ValueError(f"{where}: reading {name!r} has no overrides: it would be the paper's")
+    return Reading(name=name, label=str(raw["label"]), source=str(raw["source"]),
+                   overrides=tuple(overrides))
+
+
+def _schema_has(key: str) -> bool:
+    from looksam import config  # the schema; registry files are checked against it on load
+
+    if key in ("model", "data", "optimizer", "sam", "schedule", "trainer", "logger", "scale"):
+        return True
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(OmegaConf.structured(config.Config), parent or key)
+    return node is not None and OmegaConf.is_dict(node) and leaf in node
+
+
+@dataclasses.dataclass(frozen=True)
 class Table:
     id: str
     kind: str
@@ -219,6 +296,16 @@ class Table:
     notes: tuple[str, ...]
     claims: tuple[Claim, ...] = ()
     claims_reason: str | None = None
+    readings: tuple[Reading, ...] = ()  # declared besides the paper's
+    reading: Reading | None = None  # the one these cells run (None: the paper's)
+
+    @property
+    def reading_name(self) -> str | None:
+        """None for the paper's reading (the layout's and every render's default), else its name."""
+        return self.reading.name if self.reading else None
+
+    def reading_names(self) -> list[str]:
+        return [PAPER] + [r.name for r in self.readings]
 
     def cell(self, cell_id: str) -> Cell:
         for c in self.cells:
@@ -247,7 +334,22 @@ def _paper_values(value, n_metrics: int, where: str) -> tuple:
     return tuple(value)
 
 
-def load(table_id: str, directory: pathlib.Path = TABLES_DIR) -> Table:
+def load(table_id: str, directory: pathlib.Path = TABLES_DIR, reading: str | None = None) -> Table:
+    """The table as `reading` runs it (None or "paper": as the paper's text gives it)."""
+    table = _load(table_id, directory)
+    if reading in (None, PAPER):
+        return table
+    chosen = next((r for r in table.readings if r.name == reading), None)
+    if chosen is None:
+        raise ValueError(f"{table_id} has no reading {reading!r}; its readings are "
+                         f"{table.reading_names()} ({directory / (table_id + '.yaml')})")
+    extra = [o.set for o in chosen.overrides]
+    cells = tuple(dataclasses.replace(c, overrides=merge_overrides(c.overrides, extra))
+                  for c in table.cells)
+    return dataclasses.replace(table, cells=cells, reading=chosen)
+
+
+def _load(table_id: str, directory: pathlib.Path) -> Table:
     path = directory / f"{table_id}.yaml"
     if not path.exists():
         raise ValueError(f"unknown table {table_id!r}; choose one of {names(directory)}")
@@ -286,6 +388,9 @@ def load(table_id: str, directory: pathlib.Path = TABLES_DIR) -> Table:
     unknown_cells = (set(cell_overrides) | skip) - {f"{r['id']}/{c['id']}" for r in rows for c in columns}
     if unknown_cells:
         raise ValueError(f"{where}: cell_overrides/skip name unknown cells {sorted(unknown_cells)}")
+    readings = tuple(_reading(name, value, where) for name, value in (raw.get("readings") or {}).items())
+    if PAPER in {r.name for r in readings}:
+        raise ValueError(f"{where}: {PAPER!r} is the reading of the cells themselves; name the others")
     base = raw.get("base_column")
     if base is not None and base not in {c["id"] for c in columns}:
         raise ValueError(f"{where}: base_column {base!r} is not a column id")
@@ -297,7 +402,7 @@ def load(table_id: str, directory: pathlib.Path = TABLES_DIR) -> Table:
                  rows=rows, columns=columns, cells=tuple(cells), plot=raw.get("plot") or {},
                  notes=tuple(raw.get("notes") or []),
                  claims=_claims(raw, metrics, rows, columns, where),
-                 claims_reason=raw.get("claims_reason"))
+                 claims_reason=raw.get("claims_reason"), readings=readings)
 
 
 def merge_overrides(*lists) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """Command line: render tables and figures from run directories or wandb.
 
     python -m results render looksam_iclr_cifar10 --runs runs --scale cpu [--out runs/renders]
+    python -m results render esam_table1 --runs evidence --scale afternoon --reading code
     python -m results render all --wandb ENTITY/PROJECT --scale paper
     python -m results report --runs runs --scale cpu [--out runs/renders] [--redraw]
     python -m results list
@@ -44,7 +45,7 @@ def write(table, results, scale: str, source: str, out, runs_dir=None, tables_di
     it uses both (figures draws with render's numbers)."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{table.id}_{scale}"
+    stem = registry.render_stem(table.id, scale, table.reading_name)
     paths: dict[str, pathlib.Path] = {}
     seeds = render.completed_seeds(results)
     before = render.rendered_seeds(out / f"{stem}.md")
@@ -77,7 +78,7 @@ def _render(args) -> int:
     kept = 0
     out = args.out or registry.renders_dir(args.runs)
     for table_id in ids:
-        table = registry.load(table_id, tables_dir)
+        table = registry.load(table_id, tables_dir, reading=args.reading)
         if args.wandb:
             def results_for(t):
                 return collect.collect_wandb(t, args.wandb, args.scale)
@@ -104,7 +105,7 @@ def _render(args) -> int:
 
 
 def _claims(args) -> int:
-    table = registry.load(args.table, pathlib.Path(args.tables))
+    table = registry.load(args.table, pathlib.Path(args.tables), reading=args.reading)
     runs = args.runs or evidence.EVIDENCE_DIR
     results = collect.collect(table, runs, args.scale)
     checks = claims.check_table(table, results)
@@ -125,7 +126,7 @@ def _claims(args) -> int:
 
 def _record(args) -> int:
     for line in evidence.record(args.table, args.runs, args.scale, into=args.into,
-                                replace=args.replace):
+                                replace=args.replace, reading=args.reading):
         print(line)
     return 0
 
@@ -143,7 +144,7 @@ def _sweep(args) -> int:
 
 def _report(args) -> int:
     path = report.build(args.runs, args.scale, args.out, args.tables,
-                        source=f"`{portable_path(args.runs)}`", redraw=args.redraw)
+                        source=f"`{portable_path(args.runs)}`", redraw=args.redraw, reading=args.reading)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -203,6 +204,10 @@ def main(argv=None) -> int:
                                           "(ESAM Figure 4; results/landscape.py)")
     landscape.add_arguments(la)  # JAX and the trainer are imported only when it runs
     la.set_defaults(fn=landscape.main)
+    for command in (r, rp, c, rec):
+        command.add_argument("--reading", default=None,
+                             help="one of the tables' readings (e.g. code: the authors' code); default: "
+                                  "the paper's. Its runs: <runs>/<table>/<scale>/reading=<name>/")
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

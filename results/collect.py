@@ -124,7 +124,8 @@ def collect(table, runs_dir, scale: str = "cpu") -> dict[str, CellResult]:
     keys = metric_keys(table)
     results = {}
     for cell in table.cells:
-        cell_dir = registry.run_dir(runs_dir, table.id, scale, cell.row, cell.column, 0).parent
+        cell_dir = registry.run_dir(runs_dir, table.id, scale, cell.row, cell.column, 0,
+                                    reading=table.reading_name).parent
         seed_dirs = sorted((p for p in cell_dir.glob("seed*") if p.is_dir()), key=_seed_order)
         results[cell.id] = cell_result({p.name: read_seed(p) for p in seed_dirs}, keys)
     return results

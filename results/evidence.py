@@ -12,7 +12,10 @@ config is the cell's as the table now composes it (its value became the table's)
 as the cell's run, naming the point in `evidence_from`. A cell of another table whose composed
 config at the same scale equals a recorded run's (run_identity.changes() empty, the resumable keys
 aside) gets a copy that names where it came from (`evidence_from`): the SGD-M and SAM cells the
-ICLR CIFAR-10 table and ESAM Table 1 both take from ESAM Table 4 share their runs.
+ICLR CIFAR-10 table and ESAM Table 1 both take from ESAM Table 4 share their runs. Readings
+(reproduce/registry.py) count as tables here: a reading's runs live at
+evidence/<table>/<scale>/reading=<name>/..., and a cell that composes the same in another reading
+or table gets a copy as well.
 """
 
 from __future__ import annotations
@@ -60,16 +63,17 @@ def _write(path: pathlib.Path, summary: dict, replace: bool) -> str:
 
 
 def record(table_id: str, runs, scale: str, into=EVIDENCE_DIR, replace: bool = False,
-           share: bool = True) -> list[str]:
+           share: bool = True, reading: str | None = None) -> list[str]:
     """Copies the completed runs of `table_id` at `scale` from `runs` into the store, the points
     of sweeps over its cells (<column>/<variant>/seed<k>) too; one line per seed saying what
     happened. A sweep point whose config equals the cell's as the table now composes it (the
     swept value became the table's) is also that cell's run. `share`: also into equal cells of
     other tables."""
-    table = registry.load(table_id)
+    table = registry.load(table_id, reading=reading)
     lines = []
     for cell in table.cells:
-        cell_dir = registry.run_dir(runs, table.id, scale, cell.row, cell.column, 0).parent
+        cell_dir = registry.run_dir(runs, table.id, scale, cell.row, cell.column, 0,
+                                    reading=table.reading_name).parent
         for seed_dir in sorted(cell_dir.glob("seed*")):
             summary = _completed(seed_dir, f"{cell.id}/{seed_dir.name}", lines)
             if summary is None:
@@ -82,7 +86,8 @@ def record(table_id: str, runs, scale: str, into=EVIDENCE_DIR, replace: bool = F
             if summary is None:
                 continue
             clean = portable(summary)
-            dest = registry.run_dir(into, table.id, scale, cell.row, cell.column, seed, variant)
+            dest = registry.run_dir(into, table.id, scale, cell.row, cell.column, seed, variant,
+                                    table.reading_name)
             what = _write(dest / "summary.json", clean, replace)
             lines.append(f"{cell.id}/{variant}/seed{seed}: {what} in {dest}" + _kept_hint(what))
             try:
@@ -90,7 +95,7 @@ def record(table_id: str, runs, scale: str, into=EVIDENCE_DIR, replace: bool = F
             except Exception:  # noqa: BLE001 - a cell that does not compose takes no point
                 continue
             if same_run(clean["config"], target):
-                copy = dict(clean, evidence_from=f"{table.id}/{cell.id}/{variant}/seed{seed}")
+                copy = dict(clean, evidence_from=f"{_name(table)}/{cell.id}/{variant}/seed{seed}")
                 lines.append(f"  is {cell.id}/seed{seed} as the table now composes it:")
                 lines += ["  " + x for x in
                           _record_cell(table, cell, seed, scale, copy, into, replace, share)]
@@ -114,7 +119,8 @@ def _kept_hint(what: str) -> str:
 
 def _record_cell(table, cell, seed: int, scale: str, clean: dict, into, replace: bool,
                  share: bool) -> list[str]:
-    dest = registry.run_dir(into, table.id, scale, cell.row, cell.column, seed)
+    dest = registry.run_dir(into, table.id, scale, cell.row, cell.column, seed,
+                            reading=table.reading_name)
     what = _write(dest / "summary.json", clean, replace)
     lines = [f"{cell.id}/seed{seed}: {what} in {dest}" + _kept_hint(what)]
     if share:
@@ -124,9 +130,10 @@ def _record_cell(table, cell, seed: int, scale: str, clean: dict, into, replace:
 
 def _share(table, cell, seed: int, scale: str, summary: dict, into, replace: bool) -> list[str]:
     lines = []
-    origin = summary.get("evidence_from") or f"{table.id}/{cell.id}/seed{seed}"
-    others = [(other, other_cell) for other in registry.all_tables().values()
-              for other_cell in other.cells if (other.id, other_cell.id) != (table.id, cell.id)]
+    origin = summary.get("evidence_from") or f"{_name(table)}/{cell.id}/seed{seed}"
+    others = [(other, other_cell) for other in _every_reading()
+              for other_cell in other.cells
+              if (other.id, other.reading_name, other_cell.id) != (table.id, table.reading_name, cell.id)]
     with contextlib.suppress(Exception):  # all in one Hydra context (and cached); failures below
         compose.configs([c for _, c in others], scale, seed)
     for other, other_cell in others:
@@ -137,7 +144,21 @@ def _share(table, cell, seed: int, scale: str, summary: dict, into, replace: boo
         if not same_run(summary["config"], target):
             continue
         copy = dict(summary, evidence_from=origin, table=other.id, cell=other_cell.id)
-        dest = registry.run_dir(into, other.id, scale, other_cell.row, other_cell.column, seed)
+        if other.reading_name or "reading" in copy:  # summaries from before readings have none
+            copy["reading"] = other.reading_name
+        dest = registry.run_dir(into, other.id, scale, other_cell.row, other_cell.column, seed,
+                                reading=other.reading_name)
         what = _write(dest / "summary.json", copy, replace)
-        lines.append(f"  shared with {other.id} {other_cell.id}: {what}")
+        lines.append(f"  shared with {_name(other)} {other_cell.id}: {what}")
     return lines
+
+
+def _name(table) -> str:
+    """A table as evidence_from names it: its id, and its reading when not the paper's."""
+    return f"{table.id}@{table.reading_name}" if table.reading_name else table.id
+
+
+def _every_reading() -> list:
+    """Every table in every reading it declares, the paper's first."""
+    tables = registry.all_tables().values()
+    return [registry.load(t.id, reading=r) for t in tables for r in t.reading_names()]

@@ -523,7 +523,8 @@ def read_scalars(run_dir, tags) -> dict[str, list[tuple[int, float]]]:
 def _seed_dirs(runs_dir, table, scale, cell) -> list[pathlib.Path]:
     if runs_dir is None:
         return []
-    cell_dir = registry.run_dir(runs_dir, table.id, scale, cell.row, cell.column, 0).parent
+    cell_dir = registry.run_dir(runs_dir, table.id, scale, cell.row, cell.column, 0,
+                                reading=table.reading_name).parent
     return sorted(p for p in cell_dir.glob("seed*") if p.is_dir())
 
 
@@ -682,7 +683,7 @@ def landscapes(fig, table, results, plot, scale, context):
         if result is None:
             ax = fig.add_subplot(1, len(cells), i + 1)
             where = seed_dir or registry.run_dir(context.get("runs_dir") or "<runs>", table.id, scale,
-                                                 cell.row, cell.column, 0)
+                                                 cell.row, cell.column, 0, reading=table.reading_name)
             _no_data(ax, f"no {subdir}/landscape.npz:\npython -m results landscape\n{where}")
         else:
             ax = fig.add_subplot(1, len(cells), i + 1, projection="3d")
@@ -692,14 +693,17 @@ def landscapes(fig, table, results, plot, scale, context):
 
 # ---- entry point -------------------------------------------------------------------------------
 
-def _other_table(plot, tables_dir, results_for):
+def _other_table(table, plot, tables_dir, results_for):
     spec = plot.get("points_from")
     if not isinstance(spec, dict) or not spec.get("table"):
         return None
     from reproduce import registry
 
     try:
-        other = registry.load(spec["table"], pathlib.Path(tables_dir or registry.TABLES_DIR))
+        directory = pathlib.Path(tables_dir or registry.TABLES_DIR)
+        other = registry.load(spec["table"], directory)
+        if table.reading_name in other.reading_names():  # the same reading where it has one
+            other = registry.load(spec["table"], directory, reading=table.reading_name)
     except (ValueError, OSError, KeyError) as e:
         print(f"warning: points_from: {e}", file=sys.stderr)
         return None
@@ -741,7 +745,7 @@ def draw(table, results, stem, runs_dir=None, scale: str = "cpu", tables_dir=Non
     size = (7.5, 4.6 * max(len(table.rows), 1)) if normalised else _figsize(table, plot, kind)
     fig = Figure(figsize=size, layout="constrained")
     try:
-        context = {"runs_dir": runs_dir, "other": _other_table(plot, tables_dir, results_for)}
+        context = {"runs_dir": runs_dir, "other": _other_table(table, plot, tables_dir, results_for)}
         draw_fn = {"scatter": xy, "lines": xy, "heatmap": heatmap, "bars": bars, "curves": curves,
                    "diagnostics": curves, "landscape": landscapes}[kind]
         if normalised:

@@ -340,8 +340,11 @@ CLAIMS_LEGEND = ("d = mean(ours, lhs) − factor × mean(ours, rhs) on the final
 # ---- header, status and notes ------------------------------------------------------------------
 
 def title(table) -> str:
+    """The paper, the source and its title; the reading when it is not the paper's text."""
     name = table.paper_name if isinstance(table.paper_name, str) else ""
-    return f"{name + ', ' if name else ''}{table.source}: {table.title}"
+    reading = getattr(table, "reading", None)
+    read_as = f" [reading `{reading.name}`: {reading.label}]" if reading else ""
+    return f"{name + ', ' if name else ''}{table.source}: {table.title}{read_as}"
 
 
 def status_counts(table, results) -> str:

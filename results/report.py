@@ -50,7 +50,7 @@ def _newest_input(table, runs, scale, tables_dir) -> float:
         yaml_path = pathlib.Path(tables_dir) / f"{table_id}.yaml"
         if yaml_path.is_file():
             times.append(yaml_path.stat().st_mtime)
-        scale_dir = pathlib.Path(runs) / table_id / scale
+        scale_dir = registry.scale_dir(runs, table_id, scale, table.reading_name)
         for pattern in RUN_FILES:
             times += [p.stat().st_mtime for p in scale_dir.rglob(pattern) if p.is_file()]
     return max(times, default=0.0)
@@ -60,7 +60,7 @@ def figure_png(table, results, runs, scale, out, tables_dir, redraw: bool = Fals
     """`<out>/<id>_<scale>.png`, drawn unless an up-to-date one is there."""
     from results import figures
 
-    png = pathlib.Path(out) / f"{table.id}_{scale}.png"
+    png = pathlib.Path(out) / f"{registry.render_stem(table.id, scale, table.reading_name)}.png"
     stale = redraw or not png.is_file() or png.stat().st_mtime < _newest_input(table, runs, scale, tables_dir)
     if stale:
         figures.draw(table, results, png.with_suffix(""), runs_dir=runs, scale=scale,
@@ -84,14 +84,21 @@ def _index_row(table, results, ran: bool) -> str:
 
 
 def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: str | None = None,
-          redraw: bool = False) -> pathlib.Path:
-    """Writes `<out>/index.html` (figures' PNGs beside it); returns its path."""
+          redraw: bool = False, reading: str | None = None) -> pathlib.Path:
+    """Writes `<out>/index.html` (figures' PNGs beside it); returns its path. A reading other than
+    the paper's: `<out>/index_<reading>.html`, of the tables that declare it."""
     runs = pathlib.Path(runs)
     out = pathlib.Path(out) if out is not None else registry.renders_dir(runs)
     out.mkdir(parents=True, exist_ok=True)
     source = source or f"`{runs}`"
     rows, sections, n_ran = [], [], 0
-    for table in registry.all_tables(pathlib.Path(tables_dir)).values():
+    tables = list(registry.all_tables(pathlib.Path(tables_dir)).values())
+    if reading not in (None, registry.PAPER):
+        tables = [registry.load(t.id, pathlib.Path(tables_dir), reading=reading) for t in tables
+                  if reading in t.reading_names()]
+        if not tables:
+            raise ValueError(f"no table declares the reading {reading!r}")
+    for table in tables:
         results = collect_lib.collect(table, runs, scale)
         ran = completed_cells(results) > 0
         rows.append(_index_row(table, results, ran))
@@ -105,7 +112,8 @@ def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: st
         sections.append(f'<section class="report" data-table="{html.escape(table.id)}">')
         sections += render.html_body(table, results, scale, source, images, level=2, anchor=table.id)
         sections += ['<p><a class="top" href="#index">Back to the index</a></p>', "</section>"]
-    heading = f"Results at scale {scale}"
+    read_as = tables[0].reading if reading not in (None, registry.PAPER) else None
+    heading = f"Results at scale {scale}" + (f", reading {read_as.name} ({read_as.label})" if read_as else "")
     body = [f"<h1>{html.escape(heading)}</h1>",
             f"<p>Runs: {render.inline_html(source)} · scale: <code>{html.escape(scale)}</code> · "
             f"{n_ran} of {len(rows)} registry tables and figures have a completed run. Each cell "
@@ -116,6 +124,6 @@ def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: st
     body += ['<div class="scroll"><table>', f"<thead><tr>{head}</tr></thead>", "<tbody>", *rows,
              "</tbody>", "</table></div>", "</nav>", *sections]
     page = render.html_document(heading, body).replace("</style>", REPORT_STYLE + "</style>", 1)
-    path = out / "index.html"
+    path = out / ("index.html" if reading in (None, registry.PAPER) else f"index_{reading}.html")
     path.write_text(page)
     return path

@@ -43,10 +43,10 @@ def test_generated_cell_config_equals_the_cells_overrides(tmp_path, cell_id):
 
 def test_only_pending_cells_are_launched(tmp_path, capsys):
     table = registry.load("looksam_iclr_cifar10")
-    done = driver.run_dir(tmp_path, table.id, "smoke", table.cell("resnet18/sgd"), 0)
+    done = driver.run_dir(tmp_path, table, "smoke", table.cell("resnet18/sgd"), 0)
     done.mkdir(parents=True)
     (done / "summary.json").write_text(json.dumps({"status": "completed"}))
-    failed = driver.run_dir(tmp_path, table.id, "smoke", table.cell("resnet18/sam"), 0)
+    failed = driver.run_dir(tmp_path, table, "smoke", table.cell("resnet18/sam"), 0)
     failed.mkdir(parents=True)
     (failed / "summary.json").write_text(json.dumps({"status": "failed"}))
     driver.main(["run", table.id, "--scale", "smoke", "--runs", str(tmp_path), "--dry-run",

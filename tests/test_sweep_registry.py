@@ -57,7 +57,7 @@ def test_variant_config_carries_the_point(tmp_path):
 def test_only_pending_points_launch_in_their_own_folders(tmp_path, capsys):
     table = registry.load(TABLE)
     cell = table.cell("resnet18/looksam5")
-    done = driver.run_dir(tmp_path, TABLE, "smoke", cell, 0, "sam.alpha=0.1")
+    done = driver.run_dir(tmp_path, table, "smoke", cell, 0, "sam.alpha=0.1")
     done.mkdir(parents=True)
     (done / "summary.json").write_text(json.dumps({"status": "completed"}))
     assert driver.main(["run", TABLE, "--scale", "smoke", "--runs", str(tmp_path), "--dry-run",
