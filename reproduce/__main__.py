@@ -10,7 +10,7 @@ seed) pairs that have not completed yet: each pending pair becomes a generated c
 (`<runs>/<table>/<scale>/.cells/reproduce_cell/<row>__<column>__seed<k>.yaml`, `# @package
 _global_`, holding the cell's overrides) and the sweep runs `+reproduce_cell=<a>,<b>,...` with
 every job's directory at `<runs>/<table>/<scale>/<row>/<column>/seed<k>` (a reading other than
-the paper's: `<runs>/<table>/<scale>/reading=<name>/...`, registry.scale_dir), one wandb group per
+the paper's: `<runs>/<table>/<scale>/reading-<name>/...`, registry.scale_dir), one wandb group per
 table. A rerun after a crash therefore runs only what is missing (and an interrupted cell resumes
 from its checkpoint). Then it renders the table with `python -m results render`.
 
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
                    help="where rendered tables and figures go (default: <runs>/renders)")
     r.add_argument("--reading", default=None,
                    help="run the cells as one of the table's readings (e.g. code: the authors' code; "
-                        "default: the paper's); its runs go to <runs>/<table>/<scale>/reading=<name>")
+                        "default: the paper's); its runs go to <runs>/<table>/<scale>/reading-<name>")
     r.add_argument("--cells", nargs="+", action="extend", default=None,
                    help="only these row/column cells")
     r.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",

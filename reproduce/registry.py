@@ -80,9 +80,10 @@ def scale_names() -> list[str]:
 
 def scale_dir(runs, table: str, scale: str, reading: str | None = None) -> pathlib.Path:
     """Where a table's runs at a scale live: <runs>/<table>/<scale>, and a reading other than the
-    paper's below it, <runs>/<table>/<scale>/reading=<name> (named like a sweep's point)."""
+    paper's below it, <runs>/<table>/<scale>/reading-<name> (a dash: an '=' in a path breaks the
+    Hydra overrides that carry it, hydra.searchpath's list)."""
     path = pathlib.Path(runs) / table / scale
-    return path if reading in (None, PAPER) else path / f"reading={reading}"
+    return path if reading in (None, PAPER) else path / f"reading-{reading}"
 
 
 def run_dir(runs, table: str, scale: str, row: str, column: str, seed: int,

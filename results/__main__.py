@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     for command in (r, rp, c, rec):
         command.add_argument("--reading", default=None,
                              help="one of the tables' readings (e.g. code: the authors' code); default: "
-                                  "the paper's. Its runs: <runs>/<table>/<scale>/reading=<name>/")
+                                  "the paper's. Its runs: <runs>/<table>/<scale>/reading-<name>/")
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

@@ -14,7 +14,7 @@ config at the same scale equals a recorded run's (run_identity.changes() empty, 
 aside) gets a copy that names where it came from (`evidence_from`): the SGD-M and SAM cells the
 ICLR CIFAR-10 table and ESAM Table 1 both take from ESAM Table 4 share their runs. Readings
 (reproduce/registry.py) count as tables here: a reading's runs live at
-evidence/<table>/<scale>/reading=<name>/..., and a cell that composes the same in another reading
+evidence/<table>/<scale>/reading-<name>/..., and a cell that composes the same in another reading
 or table gets a copy as well.
 """
 

@@ -74,7 +74,7 @@ def test_a_bad_reading_fails_on_load_naming_the_file(tmp_path, reading, error):
 
 def test_a_readings_runs_and_renders_live_apart():
     run = registry.run_dir("runs", "esam_table1", "afternoon", "r", "c", 2, reading="code")
-    assert run.as_posix() == "runs/esam_table1/afternoon/reading=code/r/c/seed2"
+    assert run.as_posix() == "runs/esam_table1/afternoon/reading-code/r/c/seed2"
     assert registry.run_dir("runs", "esam_table1", "afternoon", "r", "c", 2, reading="paper") == \
         registry.run_dir("runs", "esam_table1", "afternoon", "r", "c", 2)
     assert registry.render_stem("esam_table1", "afternoon", "code") == "esam_table1_afternoon_code"
@@ -86,8 +86,8 @@ def test_the_driver_runs_a_reading_in_its_own_folder(tmp_path, capsys):
                         str(tmp_path), "--cells", "resnet18_cifar10/esam", "--seeds", "1", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0 and "esam_table1 in the code reading at scale=smoke" in out
-    assert f"hydra.sweep.dir={tmp_path}/esam_table1/smoke/reading=code" in out
-    generated = (tmp_path / "esam_table1" / "smoke" / "reading=code" / ".cells" / "reproduce_cell"
+    assert f"hydra.sweep.dir={tmp_path}/esam_table1/smoke/reading-code" in out
+    generated = (tmp_path / "esam_table1" / "smoke" / "reading-code" / ".cells" / "reproduce_cell"
                  / "resnet18_cifar10__esam__seed0.yaml").read_text()
     assert "reading: code" in generated and "selection: official" in generated
     assert driver.main(["run", "esam_table1", "--reading", "nope", "--dry-run"]) == 2
@@ -101,7 +101,7 @@ def _completed_run(table, cell_id, scale, accuracy, seed=0):
 
 
 def test_record_render_and_claims_keep_the_readings_apart(tmp_path, capsys):
-    """A code-reading SGD run is recorded under reading=code, shared with the equal cell of ESAM
+    """A code-reading SGD run is recorded under reading-code/, shared with the equal cell of ESAM
     Table 3's code reading but not with any paper-reading cell (Cutout makes it another run);
     render and claims read it only with --reading code, and name the reading."""
     code = registry.load("esam_table1", reading="code")
