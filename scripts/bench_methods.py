@@ -44,6 +44,12 @@ METHODS = {
     "esam": ("esam", dict(beta=0.6, gamma=0.5), None),
     "esam-swp": ("esam", dict(beta=0.6, gamma=1.0), None),
     "esam-sds": ("esam", dict(beta=1.0, gamma=0.5), None),
+    # ESAM's code reading (--reading code): m = 64 groups, the official selection; vmapped or
+    # looped groups (the estimator's group_map; "auto" loops on CPU).
+    "esam-code-vmap": ("esam", dict(beta=0.6, gamma=0.5, m=64, selection="official", group_map="vmap"), None),
+    "esam-code-loop": ("esam", dict(beta=0.6, gamma=0.5, m=64, selection="official", group_map="loop"), None),
+    "sam-m64-vmap": ("sam", dict(m=64, group_map="vmap"), None),
+    "sam-m64-loop": ("sam", dict(m=64, group_map="loop"), None),
 }
 DEFAULT = ["none", "sam", "sam_k-5", "looksam-5", "look_layersam-5", "esam", "looksam-5-in-graph"]
 # Acceptance targets on a compute-bound CPU step (issue 2): ratio of step time to `none`.

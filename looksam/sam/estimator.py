@@ -54,8 +54,9 @@ HPARAMS = {
 }
 DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, selection="ceil", adaptive=False, m=None,
                 microbatch=None, in_graph="auto", batch_sharding=None, drift_interval=None,
-                subset_cosines=False)
+                subset_cosines=False, group_map="auto")
 IN_GRAPH = ("auto", "cond", "select")
+GROUP_MAPS = ("auto", "vmap", "loop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +131,9 @@ class Estimator:
     # ESAM Figure 6: metrics esam_cos_{selected,rejected}_{sam,empirical}, the cosines of the B+
     # and B- gradients with the whole batch's (one extra pass; needs gamma < 1).
     subset_cosines: bool = False
+    # How m-sharpness groups run: "vmap", "loop" (unrolled, one group after the other), or "auto":
+    # loop on CPU, vmap elsewhere (`_loops_over_groups`). The same values either way.
+    group_map: str = "auto"
     # Derived from the fields above on construction (so dataclasses.replace re-derives it too).
     parts: Parts = dataclasses.field(init=False, repr=False, compare=False)
 
@@ -309,10 +313,14 @@ class Estimator:
         return (g, g_s, cosines), (losses, sharpness, selected), (aux, forward_aux)
 
     def _gather(self, batch, idx):
-        subset = batching.take(batch, idx)
+        return self._constrain(batching.take(batch, idx))
+
+    def _constrain(self, batch):
+        """A batch cut from the sharded one (a subset, a group), spread over the devices again:
+        XLA would otherwise replicate it, and every device would compute all of it."""
         if self.batch_sharding is not None:
-            subset = jax.lax.with_sharding_constraint(subset, self.batch_sharding)
-        return subset
+            batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
+        return batch
 
     def _epsilon(self, params, g, rng):
         rho = self.rho
@@ -330,6 +338,8 @@ class Estimator:
         if self.m is None:
             return fn(batch, self.microbatch)
         groups = batching.split(batch, self.m)  # [n / m, m, ...]: consecutive examples per group
+        if self.microbatch is None and self._loops_over_groups():
+            return _loop_groups(fn, groups, self._constrain)
 
         def chunk(gs):
             sums, per_example, aux = jax.vmap(lambda g: fn(g, None))(gs)
@@ -339,6 +349,17 @@ class Estimator:
         sums, per_example, aux = batching.accumulate(chunk, groups, per_chunk)
         num_groups = batching.batch_size(groups)
         return otu.tree_scale(1.0 / num_groups, sums), batching.merge(per_example), aux
+
+    def _loops_over_groups(self) -> bool:
+        """Whether m-groups run one after the other instead of vmapped: "auto" loops on CPU.
+
+        Vmapped, each group's perturbed weights make the second pass's convolutions grouped ones
+        (a batch of kernels), which XLA:CPU runs far slower: ESAM's code reading (m = 64, ResNet-18
+        width 16, batch 128, 2 CPU devices) trained at 53 images/s against 112-170 for m = null
+        (docs/measurements.md has the side-by-side step times, scripts/bench_methods.py)."""
+        if self.group_map == "auto":
+            return jax.default_backend() == "cpu"
+        return self.group_map == "loop"
 
     def _check_batch(self, batch):
         n = batching.batch_size(batch)
@@ -354,6 +375,17 @@ class Estimator:
                              f"at gamma={self.gamma}: raise gamma or m, or use selection='ceil'")
 
 
+def _loop_groups(fn, groups, constrain):
+    """`_over_groups`'s result with the groups [g, m, ...] run one after the other, each spread
+    over the devices by `constrain`."""
+    parts = [fn(constrain(jax.tree.map(lambda x, i=i: x[i], groups)), None)
+             for i in range(batching.batch_size(groups))]
+    sums = jax.tree.map(lambda *xs: sum(xs), *[p[0] for p in parts])
+    per_example = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[p[1] for p in parts])
+    aux = batching.reduce_aux(jax.tree.map(lambda *xs: jnp.stack(xs), *[p[2] for p in parts]))
+    return otu.tree_scale(1.0 / len(parts), sums), per_example, aux
+
+
 _EPSILON = {"sam": perturb.sam_epsilon, "layer": perturb.layer_epsilon,
             "adaptive": perturb.adaptive_epsilon}
 
@@ -367,7 +399,7 @@ def make(method: str, **hparams) -> Estimator:
     if "subset_cosines" in hparams and not kind.esam:
         raise ValueError(f"subset_cosines is ESAM's Figure 6 diagnostic (cosines of the SDS subsets' "
                          f"gradients): use it with method 'esam', not {method!r}")
-    allowed = set(HPARAMS[method]) | {"microbatch", "in_graph", "batch_sharding"}
+    allowed = set(HPARAMS[method]) | {"microbatch", "in_graph", "batch_sharding", "group_map"}
     if kind.perturbs:
         allowed |= {"adaptive", "m", "drift_interval"}
     unexpected = sorted(set(hparams) - allowed)
@@ -391,6 +423,8 @@ def make(method: str, **hparams) -> Estimator:
                          "use adaptive with sam, sam_k, looksam or esam")
     if hp["selection"] not in esam.SELECTIONS:
         raise ValueError(f"selection={hp['selection']!r}: choose one of {esam.SELECTIONS}")
+    if hp["group_map"] not in GROUP_MAPS:
+        raise ValueError(f"group_map={hp['group_map']!r}: choose one of {GROUP_MAPS}")
     if hp["in_graph"] not in IN_GRAPH:
         raise ValueError(f"in_graph={hp['in_graph']!r}: choose one of {IN_GRAPH}")
     m, mb = hp["m"], hp["microbatch"]
@@ -410,7 +444,8 @@ def make(method: str, **hparams) -> Estimator:
                      gamma=float(hp["gamma"]), selection=hp["selection"], adaptive=hp["adaptive"],
                      m=None if m is None else int(m), microbatch=None if mb is None else int(mb),
                      in_graph=hp["in_graph"], batch_sharding=hp["batch_sharding"],
-                     drift_interval=hp["drift_interval"], subset_cosines=hp["subset_cosines"])
+                     drift_interval=hp["drift_interval"], subset_cosines=hp["subset_cosines"],
+                     group_map=hp["group_map"])
 
 
 def _check_real(value, name, valid, ok):
