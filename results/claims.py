@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from results import collect
 
 HOLDS, FAILS, NOISE, MISSING = "holds", "fails", "within noise", "missing"
+BY_DESIGN = f"{FAILS} (by design)"  # a failure the claim's `by_design` explains
 # Ours, per metric kind: accuracy verdicts never read a value selected on the test set.
 OURS_KEY = {"accuracy": "final_test_accuracy"}
 
@@ -59,7 +60,7 @@ def verdict(op: str, lhs: Sequence[float], rhs: Sequence[float], factor: float =
 def shown(claim, result: str) -> str:
     """The verdict as rendered: a failure the design explains says so."""
     if claim.by_design and result.startswith(FAILS):
-        return f"{FAILS} (by design)" + result[len(FAILS):]
+        return BY_DESIGN + result[len(FAILS):]
     return result
 
 
@@ -125,12 +126,22 @@ def check_table(table, results: Mapping) -> list[Check]:
     return checks
 
 
-def summary_line(checks: Sequence[Check]) -> str:
+def base_verdict(result: str) -> str:
+    """The verdict without its ", 1 seed": holds, fails, fails (by design), within noise, missing."""
+    return result.split(",")[0]
+
+
+def verdict_counts(checks: Sequence[Check]) -> list[tuple[str, int]]:
+    """(base verdict, number of checks), in the verdicts' alphabetical order."""
     counts: dict[str, int] = {}
     for c in checks:
-        base = c.verdict.split(",")[0]
+        base = base_verdict(c.verdict)
         counts[base] = counts.get(base, 0) + 1
-    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no claims"
+    return sorted(counts.items())
+
+
+def summary_line(checks: Sequence[Check]) -> str:
+    return ", ".join(f"{n} {v}" for v, n in verdict_counts(checks)) or "no claims"
 
 
 def failed(checks: Sequence[Check]) -> list[Check]:

@@ -56,6 +56,7 @@ import math
 import pathlib
 import sys
 import textwrap
+import weakref
 
 import matplotlib
 from matplotlib.figure import Figure
@@ -150,9 +151,13 @@ def _axes_grid(fig, n_sources: int, n_groups: int):
 
 
 NO_DATA_WIDTH = 38  # characters per line at fontsize 8 in the narrowest (4-panel) figure
+# The panels that hold only a "data missing" (or "no values") note, for has_data.
+_EMPTY_PANELS: weakref.WeakSet = weakref.WeakSet()
 
 
-def _no_data(ax, text: str):
+def _no_data(ax, text: str, empty: bool = True):
+    """Writes `text` in the middle of a panel that shows no data; `empty=False`: the note is an
+    error, not missing data (has_data does not count the panel as empty)."""
     # Wrapped here, not with matplotlib's wrap=True: that wraps at the figure's width, so a long
     # message spills over the neighbouring panels and tight_layout shrinks every axis to fit it.
     lines = [w for line in text.split("\n")
@@ -160,6 +165,14 @@ def _no_data(ax, text: str):
     ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", transform=ax.transAxes, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
+    if empty:
+        _EMPTY_PANELS.add(ax)
+
+
+def has_data(fig) -> bool:
+    """Whether a figure `build` made shows any data: False when every panel is a "data missing"
+    or "no values" note (the report lists such a figure as not run instead of drawing it)."""
+    return any(ax not in _EMPTY_PANELS for ax in fig.axes)
 
 
 def _set_scale(ax, plot, axis):
@@ -729,9 +742,8 @@ def _figsize(table, plot, kind) -> tuple[float, float]:
     return 4.5 * n_groups, 4.0 * n_sources
 
 
-def draw(table, results, stem, runs_dir=None, scale: str = "cpu", tables_dir=None,
-         results_for=None) -> dict[str, pathlib.Path]:
-    """Draws `table` into `<stem>.png` and `<stem>.svg`; returns them by suffix.
+def build(table, results, runs_dir=None, scale: str = "cpu", tables_dir=None, results_for=None) -> Figure:
+    """`table` drawn on a matplotlib Figure, not yet saved (`write` saves it, `has_data` reads it).
 
     results_for(other_table) -> results supplies `points_from` tables (default: read runs_dir).
     """
@@ -754,14 +766,25 @@ def draw(table, results, stem, runs_dir=None, scale: str = "cpu", tables_dir=Non
     except Exception as e:  # noqa: BLE001 - a figure we cannot draw becomes a note, not a crash
         print(f"warning: {table.id}: could not draw {kind}: {type(e).__name__}: {e}", file=sys.stderr)
         fig.clear()
-        _no_data(fig.add_subplot(1, 1, 1), f"could not draw {kind}: {type(e).__name__}: {e}")
+        _no_data(fig.add_subplot(1, 1, 1), f"could not draw {kind}: {type(e).__name__}: {e}", empty=False)
     width = fig.get_size_inches()[0]
     fig.suptitle(textwrap.fill(plot.get("title") or render.title(table), int(width * 11)), fontsize=10)
+    return fig
+
+
+def write(fig, stem) -> dict[str, pathlib.Path]:
+    """Saves a built figure as `<stem>.png` and `<stem>.svg`; returns them by suffix."""
     stem = pathlib.Path(stem)
     paths = {suffix: stem.parent / f"{stem.name}.{suffix}" for suffix in ("png", "svg")}
     save(fig, paths["png"], dpi=150)
     save(fig, paths["svg"])
     return paths
+
+
+def draw(table, results, stem, runs_dir=None, scale: str = "cpu", tables_dir=None,
+         results_for=None) -> dict[str, pathlib.Path]:
+    """Draws `table` into `<stem>.png` and `<stem>.svg`; returns them by suffix (see `build`)."""
+    return write(build(table, results, runs_dir, scale, tables_dir, results_for), stem)
 
 
 def save(fig, path, **kwargs) -> None:

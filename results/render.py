@@ -333,8 +333,9 @@ def claim_notes(table) -> list[str]:
 
 
 CLAIMS_LEGEND = ("d = mean(ours, lhs) − factor × mean(ours, rhs) on the final test accuracy "
-                 "(time and throughput: the metric itself); ± is the sample std over seeds, and "
-                 "the verdict rule (results/claims.py) is d against 2 standard errors.")
+                 "(time and throughput: the metric itself); ± is the sample std over seeds (ddof 1) "
+                 "in the Ours columns and 2 standard errors of d in the d column, and the verdict "
+                 "rule (results/claims.py) is d against 2 standard errors.")
 
 
 # ---- header, status and notes ------------------------------------------------------------------
@@ -509,7 +510,39 @@ thead th{background:#eef0f4}
 tbody tr:nth-child(even){background:#fafbfc}
 figure{margin:1em 0}
 img{max-width:100%;height:auto;border:1px solid #e3e5ea}
+.verdict-holds{background:#d8f0dd;color:#14532d}
+.verdict-fails{background:#f9d9d6;color:#8a1c14}
+.verdict-noise{background:#fcefc5;color:#684800}
+.verdict-by-design{background:#e6e0f6;color:#46288c}
+.verdict-missing{background:#eceef2;color:#5d6270}
+span.verdict{border-radius:3px;padding:0 .3em;white-space:nowrap}
+.legend{border:1px solid #d5d8de;border-radius:4px;padding:0 1em;margin:1em 0;background:#fcfcfd}
+.legend li{margin:.2em 0}
 """
+# The CSS class of each verdict kind (verdict_class); the 1-seed variants share their kind's.
+VERDICT_CLASSES = {claims_lib.HOLDS: "holds", claims_lib.FAILS: "fails", claims_lib.NOISE: "noise",
+                   claims_lib.BY_DESIGN: "by-design", claims_lib.MISSING: "missing"}
+ONE_SEED = ", 1 seed"  # claims.verdict's suffix when a side has a single seed
+# What each colour means (results/claims.py's rule), in the order the legend lists them.
+VERDICT_LEGEND = (
+    ((claims_lib.HOLDS, claims_lib.HOLDS + ONE_SEED),
+     "d clears the claim's bar by 2 standard errors (>: d − 2 SE > 0; >=: d − 2 SE ≥ 0; ~: |d| + 2 SE "
+     "≤ the tolerance); with one seed on a side there is no SE and the point values decide"),
+    ((claims_lib.FAILS, claims_lib.FAILS + ONE_SEED),
+     "the evidence contradicts the claim by 2 standard errors (> and >=: d + 2 SE < 0; ~: |d| − 2 SE "
+     "> the tolerance); with one seed, on the point values"),
+    ((claims_lib.NOISE,), "neither: d is within 2 standard errors of the bar"),
+    ((claims_lib.BY_DESIGN,), "fails where our implementation cannot meet the claim (its by_design in "
+                              "the table file says why)"),
+    ((claims_lib.MISSING,), "a side has no completed seed"))
+PLUS_MINUS_LEGEND = (
+    "± in a claims table's “Ours lhs” and “Ours rhs” columns: the sample standard deviation over the "
+    "completed seeds (ddof 1; n is their number; a single seed shows no ±). ± in its “d (ours)” "
+    "column, marked (2 SE): 2 standard errors of d, SE² = s_lhs²/n_lhs + factor² × s_rhs²/n_rhs "
+    "with those sample standard deviations, the margin the verdict rule holds d to (none where a "
+    "side has a single seed).",
+    "In the results tables, ± after ours is the sample standard deviation over seeds too (ddof 1), "
+    "and after the paper's value the std the paper prints.")
 
 
 def inline_html(text: str) -> str:
@@ -518,11 +551,42 @@ def inline_html(text: str) -> str:
     return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text))
 
 
-def _html_table(head: list[str], rows: list[list[str]]) -> list[str]:
+def _td(cell) -> str:
+    """A cell's HTML: its text, or (text, CSS class)."""
+    if isinstance(cell, tuple):
+        return f'<td class="{cell[1]}">{cell[0]}</td>'
+    return f"<td>{cell}</td>"
+
+
+def _html_table(head: list[str], rows: list[list]) -> list[str]:
     lines = ['<div class="scroll"><table>',
              "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>", "<tbody>"]
-    lines += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
+    lines += ["<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in rows]
     return lines + ["</tbody>", "</table></div>"]
+
+
+def verdict_class(result: str) -> str:
+    """The CSS classes of a verdict as rendered ("holds, 1 seed" is coloured as holds)."""
+    return f"verdict verdict-{VERDICT_CLASSES.get(claims_lib.base_verdict(result), 'other')}"
+
+
+def verdict_span(text: str, result: str) -> str:
+    return f'<span class="{verdict_class(result)}">{html.escape(text)}</span>'
+
+
+def summary_html(checks) -> str:
+    """claims.summary_line with each count in its verdict's colour."""
+    counts = claims_lib.verdict_counts(checks)
+    return ", ".join(verdict_span(f"{n} {v}", v) for v, n in counts) or "no claims"
+
+
+def legend_html() -> list[str]:
+    """What the verdict colours and the claims tables' ± mean."""
+    items = [f"<li>{' / '.join(verdict_span(v, v) for v in verdicts)}: {html.escape(text)}</li>"
+             for verdicts, text in VERDICT_LEGEND]
+    return (['<div class="legend">', "<p>Verdicts, coloured by kind (results/claims.py, d = mean(ours, "
+             "lhs) − factor × mean(ours, rhs)):</p>", "<ul>", *items, "</ul>"]
+            + [f"<p>{html.escape(x)}</p>" for x in PLUS_MINUS_LEGEND] + ["</div>"])
 
 
 def _html_list(items: list[str]) -> list[str]:
@@ -530,12 +594,22 @@ def _html_list(items: list[str]) -> list[str]:
 
 
 def html_body(table, results, scale: str, source: str, images: tuple[str, ...] = (),
-              level: int = 1, anchor: str | None = None) -> list[str]:
+              level: int = 1, anchor: str | None = None, legend: bool = True,
+              sweeps: tuple[tuple[str, str], ...] = ()) -> list[str]:
     """The Markdown render's content as HTML elements: the title as <h`level`> (with id `anchor`),
-    its sections one level below; images: relative paths of the figure's PNGs."""
+    then the claims' verdict counts, its sections one level below; images: relative paths of the
+    figure's PNGs; legend: the verdict colours' legend below the claims (a report shows it once);
+    sweeps: (text, relative href) of the sweep renders over its cells."""
     e, h, sub = inline_html, f"h{level}", f"h{min(level + 1, 6)}"
     ident = f' id="{html.escape(anchor)}"' if anchor else ""
-    lines = [f"<{h}{ident}>{e(title(table))}</{h}>"]
+    checks = claims_lib.check_table(table, results) if table.claims else []
+    lines = [f"<{h}{ident}>{e(title(table))}</{h}>",
+             f'<p class="claims-summary">Claims: {summary_html(checks) if table.claims else "none to check"}'
+             "</p>"]
+    if sweeps:
+        anchors = ", ".join(f'<a href="{html.escape(href)}">{e(text)}</a>' for text, href in sweeps)
+        lines.append(f'<p class="sweeps">Sweeps over its cells (<code>python -m results sweep</code>): '
+                     f"{anchors}</p>")
     lines += [f"<p>{e(line)}</p>" for line in header_lines(table, results, scale, source)]
     if table.caption:
         lines.append(f"<blockquote>{e(table.caption.strip())}</blockquote>")
@@ -551,10 +625,11 @@ def html_body(table, results, scale: str, source: str, images: tuple[str, ...] =
                              [[e(x) for x in row] for row in costs])
     lines.append(f"<{sub}>Claims</{sub}>")
     if table.claims:
-        checks = claims_lib.check_table(table, results)
         lines.append(f"<p>{e(claims_lib.summary_line(checks))}. {e(CLAIMS_LEGEND)}</p>")
         lines += _html_table([e(x) for x in CLAIM_HEAD],
-                             [[e(x) for x in row] for row in claim_rows(table, results)])
+                             [[e(x) for x in row[:-1]] + [(e(row[-1]), verdict_class(row[-1]))]
+                              for row in claim_rows(table, results)])
+        lines += legend_html() if legend else []
         lines += _html_list(claim_notes(table))
     else:
         lines.append(f"<p>None to check: {e(table.claims_reason or '')}</p>")

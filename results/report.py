@@ -5,10 +5,14 @@
 writes `<out>/index.html` (default out: <runs>/renders, so `--runs evidence` writes
 evidence/renders/index.html). The page opens with an index of every table and figure of the
 registry: each one with at least one completed run at that scale links to its section, the rest
-say "not run", so the index is complete. A section holds what the per-table HTML render holds (the
-table with the paper's values, cost, claims, runs not completed, notes) and, for a figure, its PNG
-as an <img> with a path relative to the page. A figure's PNG is drawn into <out> (as `render`
-draws it) when it is missing, older than the runs or the registry file it shows, or with --redraw.
+say "not run" with the commands that make their runs, so the index is complete; a legend says what
+the verdict colours and the claims tables' ± mean. A section opens with its claims' verdict counts
+and links to the sweeps rendered over its cells (<out>/sweeps/<table>_<scale>_<row>_<column>/,
+`python -m results sweep --out`), then holds what the per-table HTML render holds (the table with
+the paper's values, cost, claims, runs not completed, notes) and, for a figure, its PNG as an <img>
+with a path relative to the page. A figure's PNG is drawn into <out> (as `render` draws it) when
+it is missing, older than the runs or the registry file it shows, or with --redraw; a figure with
+no data to draw (every panel would say "data missing") is listed as not run instead.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import html
 import os
 import pathlib
+import shlex
 
 from reproduce import registry
 from results import claims as claims_lib
@@ -30,8 +35,11 @@ section.report>h2{position:sticky;top:0;background:#fff;margin:0;padding:.6em 0 
   border-bottom:1px solid #e3e5ea}
 a.top{font-size:.85rem}
 tr.not-run td{color:#777}
+td.make{font-size:.8rem;min-width:16rem}
 """
 RUN_FILES = ("summary.json", "events.out.tfevents*", "landscape*.npz")
+SWEEPS = "sweeps"  # <out>/sweeps/<table>_<scale>_<row>_<column>/sweep.md: python -m results sweep --out
+EVIDENCE_RUNS = "runs/evidence"  # where the evidence's runs train before `record` (docs/evidence.md)
 
 
 def completed_cells(results) -> int:
@@ -56,31 +64,76 @@ def _newest_input(table, runs, scale, tables_dir) -> float:
     return max(times, default=0.0)
 
 
-def figure_png(table, results, runs, scale, out, tables_dir, redraw: bool = False) -> pathlib.Path:
-    """`<out>/<id>_<scale>.png`, drawn unless an up-to-date one is there."""
+def figure_png(table, results, runs, scale, out, tables_dir, redraw: bool = False) -> pathlib.Path | None:
+    """`<out>/<id>_<scale>.png`, drawn unless an up-to-date one is there; None, and nothing drawn,
+    when every panel of the figure would be a "data missing" note."""
     from results import figures
 
+    fig = figures.build(table, results, runs_dir=runs, scale=scale, tables_dir=tables_dir,
+                        results_for=lambda t: collect_lib.collect(t, runs, scale))
+    if not figures.has_data(fig):
+        return None
     png = pathlib.Path(out) / f"{registry.render_stem(table.id, scale, table.reading_name)}.png"
     stale = redraw or not png.is_file() or png.stat().st_mtime < _newest_input(table, runs, scale, tables_dir)
     if stale:
-        figures.draw(table, results, png.with_suffix(""), runs_dir=runs, scale=scale,
-                     tables_dir=tables_dir, results_for=lambda t: collect_lib.collect(t, runs, scale))
+        figures.write(fig, png.with_suffix(""))
     return png
 
 
-def _index_row(table, results, ran: bool) -> str:
+def make_commands(table, scale: str, runs) -> list[str]:
+    """The commands that make `table`'s runs at `scale` in `runs`: `reproduce run` (into the
+    evidence store: in runs/evidence, then `results record`), and for a landscape figure each
+    cell's `results landscape` on its first seed."""
+    from results import evidence
+
+    into_evidence = pathlib.Path(runs).resolve() == evidence.EVIDENCE_DIR.resolve()
+    train = EVIDENCE_RUNS if into_evidence else str(runs)
+    reading = table.reading_name
+    flag = f" --reading {shlex.quote(reading)}" if reading else ""
+    where = f"--scale {shlex.quote(scale)}"
+    commands = [f"python -m reproduce run {table.id} {where} --runs {shlex.quote(train)}{flag}"]
+    plot = table.plot if isinstance(table.plot, dict) else {}
+    if table.kind == "figure" and plot.get("type") == "landscape":
+        wanted, subdir = plot.get("cells"), str(plot.get("dir") or "landscape")
+        for cell in table.cells:
+            if wanted and cell.id not in wanted:
+                continue
+            seed_dir = registry.run_dir(train, table.id, scale, cell.row, cell.column, 0, reading=reading)
+            out = "" if subdir == "landscape" else f" --out {shlex.quote(str(seed_dir / subdir))}"
+            commands.append(f"python -m results landscape {shlex.quote(str(seed_dir))}{out}")
+    if into_evidence:
+        commands.append(f"python -m results record {table.id} --runs {shlex.quote(train)} {where}{flag}")
+    return commands
+
+
+def sweep_links(table, scale: str, out) -> tuple[tuple[str, str], ...]:
+    """(text, href relative to <out>) of each sweep rendered beside the report over a cell of
+    `table`: <out>/sweeps/<table>_<scale>_<row>_<column>/sweep.md, and its heatmap where drawn."""
+    stem = registry.render_stem(table.id, scale, table.reading_name)
+    links = []
+    for cell in table.cells:
+        folder = pathlib.PurePosixPath(SWEEPS, f"{stem}_{cell.row}_{cell.column}")
+        for name, text in (("sweep.md", cell.id), ("sweep.png", f"{cell.id} heatmap")):
+            if (pathlib.Path(out) / folder / name).is_file():
+                links.append((text, str(folder / name)))
+    return tuple(links)
+
+
+def _index_row(table, results, ran: bool, commands: list[str]) -> str:
     e = render.inline_html
     name = html.escape(table.id)
     kind = table.kind + (f" ({table.plot.get('type', 'bars')})" if table.kind == "figure" else "")
     what = f"{e(table.paper_name)}, {e(table.source)}: {e(table.title)}"
+    n = completed_cells(results)
     if not ran:
+        why = f"{n} of {len(table.cells)} completed, no data to draw; " if n else ""
+        make = "<br>".join(f"<code>{html.escape(c)}</code>" for c in commands)
         return (f'<tr class="not-run" data-table="{name}"><td>{name}</td><td>{html.escape(kind)}</td>'
-                f"<td>{what}</td><td>not run</td><td>—</td></tr>")
-    claims = (claims_lib.summary_line(claims_lib.check_table(table, results)) if table.claims
+                f'<td>{what}</td><td class="make">not run: {why}make it with<br>{make}</td><td>—</td></tr>')
+    claims = (render.summary_html(claims_lib.check_table(table, results)) if table.claims
               else "none to check")
-    cells = f"{completed_cells(results)} of {len(table.cells)} completed"
     return (f'<tr data-table="{name}"><td><a href="#{name}">{name}</a></td><td>{html.escape(kind)}</td>'
-            f"<td>{what}</td><td>{cells}</td><td>{e(claims)}</td></tr>")
+            f"<td>{what}</td><td>{n} of {len(table.cells)} completed</td><td>{claims}</td></tr>")
 
 
 def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: str | None = None,
@@ -101,24 +154,28 @@ def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: st
     for table in tables:
         results = collect_lib.collect(table, runs, scale)
         ran = completed_cells(results) > 0
-        rows.append(_index_row(table, results, ran))
+        images: tuple[str, ...] = ()
+        if ran and table.kind == "figure":
+            png = figure_png(table, results, runs, scale, out, tables_dir, redraw)
+            ran = png is not None  # a figure with nothing to draw is listed as not run
+            images = (pathlib.Path(os.path.relpath(png, out)).as_posix(),) if ran else ()
+        rows.append(_index_row(table, results, ran, [] if ran else make_commands(table, scale, runs)))
         if not ran:
             continue
         n_ran += 1
-        images: tuple[str, ...] = ()
-        if table.kind == "figure":
-            png = figure_png(table, results, runs, scale, out, tables_dir, redraw)
-            images = (pathlib.Path(os.path.relpath(png, out)).as_posix(),)
         sections.append(f'<section class="report" data-table="{html.escape(table.id)}">')
-        sections += render.html_body(table, results, scale, source, images, level=2, anchor=table.id)
+        sections += render.html_body(table, results, scale, source, images, level=2, anchor=table.id,
+                                     legend=False, sweeps=sweep_links(table, scale, out))
         sections += ['<p><a class="top" href="#index">Back to the index</a></p>', "</section>"]
     read_as = tables[0].reading if reading not in (None, registry.PAPER) else None
     heading = f"Results at scale {scale}" + (f", reading {read_as.name} ({read_as.label})" if read_as else "")
     body = [f"<h1>{html.escape(heading)}</h1>",
             f"<p>Runs: {render.inline_html(source)} · scale: <code>{html.escape(scale)}</code> · "
-            f"{n_ran} of {len(rows)} registry tables and figures have a completed run. Each cell "
-            "shows ours (mean ± sample std over seeds) next to the paper's value; claims are "
-            "checked by results/claims.py.</p>",
+            f"{n_ran} of {len(rows)} registry tables and figures have a completed run (a figure: "
+            "data to draw); the rest say which commands make them. Each cell shows ours (mean ± "
+            "sample std over seeds) next to the paper's value; claims are checked by "
+            "results/claims.py.</p>",
+            '<h2 id="legend">Legend</h2>', *render.legend_html(),
             '<nav class="index" id="index"><h2>Index</h2>']
     head = "".join(f"<th>{h}</th>" for h in ("Id", "Kind", "Paper, source: title", "Cells", "Claims"))
     body += ['<div class="scroll"><table>', f"<thead><tr>{head}</tr></thead>", "<tbody>", *rows,

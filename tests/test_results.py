@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import math
 import os
@@ -346,16 +347,20 @@ def test_renders_go_under_the_runs_folder_by_default(tmp_path, monkeypatch, caps
 
 def test_collect_wandb_maps_runs_to_cells():
     class Run:
-        def __init__(self, cell, seed, summary, state="finished", scale="cpu"):
-            self.config = {"table": TABLE, "cell": cell, "trainer": {"seed": seed}, "scale": {"name": scale}}
+        def __init__(self, cell, seed, summary, state="finished", scale="cpu", reading=None):
+            self.config = {"table": TABLE, "cell": cell, "trainer": {"seed": seed}, "scale": {"name": scale},
+                           **({"reading": reading} if reading else {})}
             self.summary, self.state = summary, state
 
     class Api:
         def runs(self, path, filters):
-            assert filters == {"group": TABLE}
+            # the group reproduce run gives (<table>/<scale>), and the table id of older runs
+            assert filters == {"$or": [{"group": f"{TABLE}/{SCALE}"}, {"group": TABLE}]}
             return [Run("resnet18/sgd", 0, {"status": "completed", "best_test_accuracy": 0.8}),
                     Run("resnet18/sgd", 1, {"status": "completed", "best_test_accuracy": 0.9}),
                     Run("resnet18/sgd", 2, {"best_test_accuracy": 0.1}, scale="paper"),
+                    Run("resnet18/sgd", 3, {"status": "completed", "best_test_accuracy": 0.2},
+                        reading="code"),  # another reading's run in the table-id group
                     Run("resnet18/sam", 0, {}, state="running"),
                     Run("resnet18/sam5", 0, {}, state="crashed")]
 
@@ -405,6 +410,151 @@ def test_report_indexes_every_table_and_embeds_figures(tmp_path, monkeypatch):
     os.utime(summary, (later, later))
     report.build(runs, SCALE)
     assert png.stat().st_mtime_ns != before
+
+
+# Each verdict text (results/claims.py) and the colour class the report must give it.
+VERDICT_CLASS = {"holds": "verdict-holds", "holds, 1 seed": "verdict-holds", "fails": "verdict-fails",
+                 "fails, 1 seed": "verdict-fails", "within noise": "verdict-noise",
+                 "missing": "verdict-missing", "fails (by design)": "verdict-by-design",
+                 "fails (by design), 1 seed": "verdict-by-design"}
+# ResNet-18 of the ICLR CIFAR-10 table, final test accuracy per seed, and its six claims' verdicts.
+CLAIM_RUNS = {"sgd": (0.80, 0.82), "sam": (0.90, 0.92), "looksam5": (0.81, 0.83), "sam5": (0.70,),
+              "looksam10": (0.60,), "sam10": (0.65,)}
+# sam > sgd: d = 10 points, 2 SE = 2 x sqrt(2 x 1.414^2 / 2) = 2.8: holds. looksam5 > sgd: d = 1 < 2.8:
+# within noise. looksam5 ~ sam (tolerance 0.5): |d| - 2 SE = 9 - 2.8 > 0.5: fails. looksam5 > sam5 on
+# one seed: 82 > 70 holds; looksam10 > sam10: 60 < 65 fails; looksam20, sam20 not run: missing.
+RESNET18_VERDICTS = [("holds", "verdict-holds"), ("within noise", "verdict-noise"),
+                     ("fails", "verdict-fails"), ("holds, 1 seed", "verdict-holds"),
+                     ("fails, 1 seed", "verdict-fails"), ("missing", "verdict-missing")]
+SWEEP = "sweeps/looksam_iclr_cifar10_cpu_resnet18_looksam5"
+
+
+def _section(page, table_id):
+    match = re.search(rf'<section class="report" data-table="{table_id}">(.*?)</section>', page, re.S)
+    return match.group(1) if match else None
+
+
+def _text(fragment):
+    return re.sub(r"<[^>]+>", "", fragment)
+
+
+@pytest.fixture(scope="module")
+def claims_report(tmp_path_factory):
+    """A report of the ICLR CIFAR-10 table's ResNet-18 row (CLAIM_RUNS), one ESAM Table 1 pair (a
+    by-design failure), ESAM Figure 5 run without its curves, and a sweep rendered beside it."""
+    from results import report
+
+    runs = tmp_path_factory.mktemp("claims") / "runs"
+    for column, accs in CLAIM_RUNS.items():
+        for seed, acc in enumerate(accs):
+            write_summary(runs, TABLE, f"resnet18/{column}", seed, **completed(acc))
+    # ESAM 550 images/s against SAM's 500: not the 1.403x the paper claims, a failure by design.
+    write_summary(runs, "esam_table1", "resnet18_cifar10/sam", 0, **completed(0.95, ips=500.0))
+    write_summary(runs, "esam_table1", "resnet18_cifar10/esam", 0, **completed(0.95, ips=550.0))
+    write_summary(runs, "esam_figure5", "resnet18_cifar10/esam", 0, **completed(0.9))  # no history
+    out = runs / "renders"
+    (out / SWEEP).mkdir(parents=True)
+    (out / SWEEP / "sweep.md").write_text("# Sweep\n")
+    (out / "sweeps" / "looksam_iclr_cifar10_afternoon_resnet18_sam").mkdir()  # another scale's
+    (out / "sweeps" / "looksam_iclr_cifar10_afternoon_resnet18_sam" / "sweep.md").write_text("# Sweep\n")
+    index = report.build(runs, SCALE)
+    return runs, index, index.read_text()
+
+
+def test_report_colours_each_verdict_by_kind(claims_report):
+    _, _, page = claims_report
+    cells = re.findall(r'<tr><td>[^<]*</td><td>([^<]*)</td>(?:<td>[^<]*</td>){4}'
+                       r'<td class="verdict ([^"]+)">([^<]*)</td></tr>', page)
+    assert len(cells) == 3 * 6 + 14  # every claim row of both tables (3 rows x 6 claims; ESAM: 14)
+    for _, css, verdict in cells:
+        assert css == VERDICT_CLASS[verdict], verdict
+    assert [(v, c) for where, c, v in cells if where == "ResNet-18"] == RESNET18_VERDICTS
+    assert ("ResNet-18 / CIFAR-10", "verdict-by-design", "fails (by design), 1 seed") in cells
+    # The d column's ± is 2 SE (2 x 1.414 = 2.8), the Ours columns' the sample std (ddof 1: 1.4).
+    assert "<td>91.0 ± 1.4 (n=2)</td><td>81.0 ± 1.4 (n=2)</td><td>+10.0 ± 2.8 (2 SE)</td>" in page
+    # One stylesheet, a distinct colour per verdict kind.
+    (style,) = re.findall(r"<style>(.*?)</style>", page, re.S)
+    colours = dict(re.findall(r"\.verdict-([a-z-]+)\{background:(#[0-9a-f]{6})", style))
+    assert set(colours) == {"holds", "fails", "noise", "missing", "by-design"}
+    assert len(set(colours.values())) == 5
+
+
+def test_report_legend_explains_colours_and_plus_minus(claims_report):
+    _, _, page = claims_report
+    match = re.search(r'<h2 id="legend">Legend</h2>\s*<div class="legend">(.*?)</div>', page, re.S)
+    assert match and page.index('id="legend"') < page.index('id="index"')  # before the index
+    legend = match.group(1)
+    for verdict, css in VERDICT_CLASS.items():
+        if verdict != "fails (by design), 1 seed":  # the legend names the kinds and the 1-seed variants
+            assert f'<span class="verdict {css}">{html.escape(verdict)}</span>' in legend, verdict
+    text = " ".join(_text(legend).split())
+    assert ("“Ours lhs” and “Ours rhs” columns: the sample standard deviation over the completed "
+            "seeds (ddof 1") in text
+    assert "“d (ours)” column, marked (2 SE): 2 standard errors of d" in text
+    assert page.count('<div class="legend">') == 1  # once per page, not in every section
+
+
+def test_report_sections_open_with_their_verdict_counts(claims_report):
+    _, _, page = claims_report
+    section = _section(page, TABLE)
+    summary = re.search(r'<p class="claims-summary">(.*?)</p>', section).group(1)
+    assert _text(summary) == "Claims: 2 fails, 2 holds, 13 missing, 1 within noise"
+    assert '<span class="verdict verdict-noise">1 within noise</span>' in summary
+    assert section.index("claims-summary") < section.index("<table>")  # at the top of the section
+    index_row = re.search(rf'<tr data-table="{TABLE}">(.*?)</tr>', page).group(1)
+    assert summary.split("Claims: ")[1] in index_row  # the index shows the same counts
+    esam = _section(page, "esam_table1")
+    assert '<span class="verdict verdict-by-design">1 fails (by design)</span>' in esam
+
+
+def test_report_lists_a_figure_without_data_as_not_run_with_its_command(claims_report):
+    runs, index, page = claims_report
+    assert _section(page, "esam_figure5") is None  # no placeholder panels drawn
+    assert not (index.parent / "esam_figure5_cpu.png").exists()
+    row = re.search(r'<tr class="not-run" data-table="esam_figure5">(.*?)</tr>', page).group(1)
+    assert "1 of 4 completed, no data to draw" in row
+    assert f"<code>python -m reproduce run esam_figure5 --scale cpu --runs {runs}</code>" in row
+    never = re.search(r'<tr class="not-run" data-table="looksam_table7">(.*?)</tr>', page).group(1)
+    assert f"<code>python -m reproduce run looksam_table7 --scale cpu --runs {runs}</code>" in never
+
+
+def test_report_links_the_sweeps_rendered_beside_it(claims_report):
+    _, index, page = claims_report
+    links = re.findall(r'<a href="(sweeps/[^"]+)">([^<]+)</a>', page)
+    assert links == [(f"{SWEEP}/sweep.md", "resnet18/looksam5")]  # not the other scale's sweep
+    assert f'<a href="{SWEEP}/sweep.md">' in _section(page, TABLE)
+    assert (index.parent / links[0][0]).is_file()
+
+
+def test_a_figure_with_some_data_still_draws(tmp_path):
+    from results import report
+
+    runs = tmp_path / "runs"
+    history = [{"step": 10, "epoch": 1.0, "esam_loss_selected_sam": 2.5},
+               {"step": 20, "epoch": 2.0, "esam_loss_selected_sam": 1.5}]
+    write_summary(runs, "esam_figure5", "resnet18_cifar10/esam", 0, **completed(0.9), steps_per_epoch=10,
+                  history=history)
+    index = report.build(runs, SCALE)
+    page = index.read_text()
+    assert '<img src="esam_figure5_cpu.png"' in _section(page, "esam_figure5")
+    assert (index.parent / "esam_figure5_cpu.png").read_bytes()[:4] == b"\x89PNG"
+    assert 'class="not-run" data-table="esam_figure5"' not in page
+    first = index.read_bytes()
+    assert report.build(runs, SCALE).read_bytes() == first  # byte-stable
+
+
+def test_commands_for_the_evidence_store_train_elsewhere_and_record():
+    from results import evidence, report
+
+    commands = report.make_commands(registry.load("esam_figure4"), "afternoon", evidence.EVIDENCE_DIR)
+    assert commands == [
+        "python -m reproduce run esam_figure4 --scale afternoon --runs runs/evidence",
+        "python -m results landscape runs/evidence/esam_figure4/afternoon/resnet50/sgd/seed0",
+        "python -m results landscape runs/evidence/esam_figure4/afternoon/resnet50/sam/seed0",
+        "python -m results landscape runs/evidence/esam_figure4/afternoon/resnet50/esam/seed0",
+        "python -m results record esam_figure4 --runs runs/evidence --scale afternoon"]
+    assert report.make_commands(registry.load(TABLE), "cpu", "elsewhere") == [
+        f"python -m reproduce run {TABLE} --scale cpu --runs elsewhere"]
 
 
 # ---- normalised scatter -------------------------------------------------------------------------------
