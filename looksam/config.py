@@ -12,6 +12,7 @@ is (the keys a rerun may change, the comparison of configs) is looksam.run_ident
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -219,6 +220,7 @@ def scaled_config(cfg: DictConfig) -> DictConfig:
     where the preset's batch (or surviving microbatch) is not a multiple of it (`scaled_m`)."""
     from looksam.data import pipeline
 
+    _check_batches(cfg)
     s = cfg.scale
     out = OmegaConf.to_container(cfg, resolve=True)
     trainer, data, model, opt = out["trainer"], out["data"], out["model"], out["optimizer"]
@@ -245,6 +247,41 @@ def scaled_config(cfg: DictConfig) -> DictConfig:
     merged = OmegaConf.merge(OmegaConf.structured(Config), out)
     OmegaConf.set_struct(merged, True)
     return merged
+
+
+def _check_batches(cfg: DictConfig) -> None:
+    """The batch sizes the scaling reads (the lr's linear rule divides by them), checked before it
+    runs, so that a bad one is reported under its own key rather than as a negative lr."""
+    checks = (("trainer.batch_size", False, "a positive multiple of the device count (the global batch)"),
+              ("scale.batch_size", True, "a positive multiple of the device count, or null"),
+              ("optimizer.base_batch", True, "the batch the lr is given for, >= 1, or null"))
+    for key, nullable, what in checks:
+        value = OmegaConf.select(cfg, key)
+        if (value is None and not nullable) or (value is not None and value < 1):
+            raise ValueError(f"{key}={value!r}: must be {what}")
+
+
+def ignored_sam_settings(cfg: DictConfig, overrides) -> list[str]:
+    """Warnings for `sam.<key>=...` command-line overrides that the chosen method ignores (sam.k
+    with sam.method=none), where the value differs from the schema's default."""
+    from looksam import sam
+
+    method = cfg.sam.method
+    if method not in sam.METHODS:
+        return []  # validated_estimator names the unknown method
+    used = set(sam.HPARAMS[method]) | {"method"}
+    if method != "none":
+        used |= {"adaptive", "m", "drift_interval", "batchnorm"}
+    defaults = OmegaConf.structured(SamConfig)
+    warnings = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not key.startswith("sam.") or key[4:] in used or key[4:] not in defaults:
+            continue
+        if cfg.sam[key[4:]] != defaults[key[4:]]:
+            takes = ", ".join(sorted(used - {"method"})) or "nothing"
+            warnings.append(f"{key} has no effect with sam.method={method} (it takes: {takes})")
+    return warnings
 
 
 def validated_estimator(cfg: DictConfig):
@@ -289,6 +326,8 @@ def validated_estimator(cfg: DictConfig):
     need(t.num_devices is None or t.num_devices >= 1, "trainer.num_devices",
          "must be >= 1 or null (every local device)")
     need(cfg.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
+    need(cfg.schedule.init_lr >= 0, "schedule.init_lr", "must be >= 0")
+    need(cfg.schedule.end_lr >= 0, "schedule.end_lr", "must be >= 0")
     need(cfg.schedule.warmup_steps is None or cfg.schedule.warmup_steps >= 0,
          "schedule.warmup_steps", "must be >= 0 or null (schedule.warmup_epochs)")
     need(t.nan_policy in ("stop", "ignore"), "trainer.nan_policy", "stop or ignore")
@@ -334,5 +373,5 @@ def estimator(cfg: DictConfig):
     try:
         return sam.make(method, microbatch=cfg.trainer.microbatch,
                         **{k: cfg.sam[k] for k in keys})
-    except ValueError as e:
-        raise ValueError(f"sam: {e}") from None
+    except ValueError as e:  # "k=0 is out of range": name the key the user set, sam.k
+        raise ValueError(f"sam.{e}" if re.match(r"\w+=", str(e)) else f"sam: {e}") from None

@@ -23,8 +23,10 @@ import logging
 import math
 import os
 import platform
+import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -168,14 +170,16 @@ def evaluate(eval_step, state, batches, prefix: str = "test") -> dict[str, float
 class PreemptionNotice:
     """True at the step where the job should checkpoint and exit because it is being preempted.
 
-    One process: SIGTERM (a preemption, Kubernetes, `kill`) or SIGUSR2 (submitit's notice ahead
-    of a SLURM time limit) sets a flag; after the checkpoint, `forward` hands the signal to the
-    handler installed before ours (submitit's requeues the job) or exits with 128 + signal.
+    One process: SIGTERM (a preemption, Kubernetes, `kill`), SIGUSR2 (submitit's notice ahead
+    of a SLURM time limit) or SIGINT (Ctrl-C) sets a flag; after the checkpoint, `forward` hands
+    the signal to the handler installed before ours (submitit's requeues the job) or exits with
+    128 + signal (130 for Ctrl-C, without Python's KeyboardInterrupt traceback). A second Ctrl-C
+    stops at once, keeping the last checkpoint.
     Several processes: JAX's preemption service catches SIGTERM and agrees with every process on
     one step (`reached_preemption_sync_point`), so all of them save the same step.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
     def __init__(self):
         self.multiprocess = jax.process_count() > 1
@@ -186,8 +190,19 @@ class PreemptionNotice:
 
     def _on_signal(self, signum, frame):
         del frame
-        log.warning("received signal %d: saving a checkpoint at the end of this step", signum)
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            log.warning("second Ctrl-C: stopping now; the last complete checkpoint is kept")
+            logging.shutdown()
+            os._exit(128 + signal.SIGINT)
+        if signum == signal.SIGINT:
+            log.warning("Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again to stop at once)")
+        else:
+            log.warning("received signal %d: saving a checkpoint at the end of this step", signum)
         self.signum = signum
+
+    @property
+    def reason(self) -> str:
+        return "Ctrl-C" if self.signum == signal.SIGINT else "a preemption notice"
 
     def __call__(self, step: int) -> bool:
         if self.multiprocess:
@@ -202,7 +217,8 @@ class PreemptionNotice:
     def forward(self):
         """After the checkpoint: the previous handler's turn (it may requeue), else exit."""
         previous = self._previous.get(self.signum)
-        if callable(previous):
+        # Python's own SIGINT handler raises KeyboardInterrupt: a traceback, not an exit code.
+        if callable(previous) and previous is not signal.default_int_handler:
             previous(self.signum, None)
         raise SystemExit(128 + (self.signum or signal.SIGTERM))
 
@@ -370,6 +386,21 @@ class MetricsWindow:
     def images_per_sec(self) -> float | None:
         return self.timed_steps * self.batch_size / self.seconds if self.seconds else None
 
+    def _line(self, step: int, loss: float, accuracy: float, rate: float) -> None:
+        eta = (self.total_steps - step) * self.batch_size / rate if rate else float("nan")
+        log.info("step %d/%d  loss %.4f  accuracy %.4f  %.1f images/s  ETA %.1f min", step,
+                 self.total_steps, loss, accuracy, rate, eta / 60)
+
+    def progress_line(self, step: int) -> None:
+        """The console line of the steps since the last flush, leaving the window open."""
+        if not self.pending:
+            return
+        window = jax.device_get(self.pending)
+        seconds = self.seconds + time.perf_counter() - self._start
+        rate = (self.timed_steps + self._steps) * self.batch_size / seconds if seconds else 0.0
+        self._line(step, float(np.nanmean([m["loss"] for m in window])),
+                   float(np.nanmean([m["accuracy"] for m in window])), rate)
+
     def flush(self, step: int) -> int | None:
         """Logs the window's means; returns the first step whose loss or new state was not finite
         (None if all were, or under nan_policy=ignore)."""
@@ -392,8 +423,7 @@ class MetricsWindow:
         eta = (self.total_steps - step) * self.batch_size / rate if rate else float("nan")
         self.tracker.scalars(step, {f"train_{k}": v for k, v in means.items()}
                              | {"images_per_sec": rate, "eta_minutes": eta / 60})
-        log.info("step %d/%d  loss %.4f  accuracy %.4f  %.1f images/s  ETA %.1f min", step,
-                 self.total_steps, means["loss"], means["accuracy"], rate, eta / 60)
+        self._line(step, means["loss"], means["accuracy"], rate)
         return None
 
 
@@ -511,6 +541,9 @@ def evaluate_splits(eval_step, state, inputs: Inputs) -> dict[str, float]:
     return results
 
 
+PROGRESS_SECONDS = 30.0
+
+
 def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, eval_every,
                steps_per_epoch, window, progress, ckpt, tracker, report, preempted, resolved):
     """Steps from `step` to total_steps (host dispatch of the compiled branch est.is_sam_step
@@ -519,6 +552,7 @@ def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, 
     t = cfg.trainer
     status, message = "completed", ""
     started = False
+    last_line = time.monotonic()
     while step < total_steps:
         batch = next(batches)
         if not started:  # the input's start (a shuffle buffer filling) is not a training step's time
@@ -535,10 +569,17 @@ def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, 
         due_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps or stopping
         due_eval = (step % eval_every == 0 or step == total_steps) and not stopping
         if not (log_now or due_ckpt or due_eval):
+            # At least a line every PROGRESS_SECONDS: slow steps (2 CPU cores, a paper-size model)
+            # would otherwise leave minutes of silence. The window goes on: what it records (the
+            # summary's train loss, the tracker's scalars) does not depend on the clock.
+            if time.monotonic() - last_line >= PROGRESS_SECONDS:
+                window.progress_line(step)
+                last_line = time.monotonic()
             continue
         jax.block_until_ready(state)
         window.stop_clock()
         bad_step = window.flush(step) if log_now or due_ckpt else None
+        last_line = time.monotonic() if log_now else last_line
         if bad_step is not None:  # checked before this step's checkpoint could be saved
             ckpt.wait()  # the save in flight is a good one: name it
             status, message = "diverged", (f"non-finite training loss or state at step {bad_step}; "
@@ -557,12 +598,18 @@ def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, 
                     "wall_seconds": progress.seconds(), "config": resolved},
                     force=step == total_steps or stopping)
         if stopping:
-            status, message = "preempted", (f"stopped by a preemption notice after step {step} "
-                                            "and checkpointed; rerun the same command to resume")
+            status, message = "preempted", (f"stopped by {preempted.reason} after step {step} and "
+                                            "checkpointed; rerun the same command to resume: "
+                                            + resume_command())
             log.warning(message)
             break
         window.start_clock()
     return status, message, step
+
+
+def resume_command() -> str:
+    """The command line this process runs, to be run again (a table driver prints its own)."""
+    return shlex.join(["python", "-m", "looksam.train", *sys.argv[1:]])
 
 
 def _train(cfg, est, workdir: str) -> dict:
@@ -700,6 +747,8 @@ def main() -> None:
         logging.getLogger("absl").setLevel(logging.WARNING)
         workdir = cfg.trainer.workdir or HydraConfig.get().runtime.output_dir
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        for warning in config.ignored_sam_settings(cfg, HydraConfig.get().overrides.task):
+            log.warning(warning)
         try:
             summary = run(cfg, workdir)
         except (ValueError, FileNotFoundError) as e:  # bad config or missing data: say so plainly
@@ -708,6 +757,9 @@ def main() -> None:
                 log.error("run failed: %s (the sweep goes on)", e)
                 return None
             raise SystemExit(f"error: {e}") from None
+        except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save yet
+            log.warning("interrupted before the first training step: nothing was saved")
+            raise SystemExit(128 + signal.SIGINT) from None
         except Exception as e:
             write_failure(workdir, cfg, e)
             if multirun:

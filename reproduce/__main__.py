@@ -27,6 +27,7 @@ import os
 import pathlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,35 @@ def sweep_points(sweeps: list[str]) -> list[tuple[str | None, list[str]]]:
         axes.append([f"{key}={v}" for v in values.split(",")])
     return [(",".join(point), list(point)) if point else (None, [])
             for point in itertools.product(*axes)]
+
+
+def checkpointed_step(path: pathlib.Path) -> int | None:
+    """The newest complete checkpoint's step in a run folder (orbax marks one with
+    commit_success.txt), which a rerun resumes from; None without one."""
+    steps = [int(p.parent.name) for p in path.glob("checkpoints/*/commit_success.txt")
+             if p.parent.name.isdigit()]
+    return max(steps, default=None)
+
+
+def run_passing_interrupts(command: list[str]) -> tuple[int, int]:
+    """(exit code, Ctrl-Cs seen) of `command`, with Ctrl-C left to it: the terminal signals the
+    whole foreground job, so the trainer sees each Ctrl-C itself (the first: checkpoint at the end
+    of the step; the second: stop at once), and this process only waits for it to exit instead of
+    dying with a KeyboardInterrupt traceback and leaving it behind."""
+    seen = 0
+
+    def on_interrupt(signum, frame):
+        nonlocal seen
+        seen += 1
+        print("Ctrl-C: the running cell saves a checkpoint at the end of its step" if seen == 1 else
+              "Ctrl-C again: the running cell stops at once", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with subprocess.Popen(command) as proc:
+            return proc.wait(), seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def completed(path: pathlib.Path) -> bool:
@@ -205,8 +235,14 @@ def cmd_run(args) -> int:
     total = len(cells) * seeds * len(points)
     sweep_text = f" x {len(points)} sweep point(s)" if args.sweep else ""
     reading = f" in the {table.reading_name} reading" if table.reading_name else ""
+    resuming = {(c.id, s, v): step for c, s, v, _ in pending
+                if (step := checkpointed_step(run_dir(runs, table, args.scale, c, s, v))) is not None}
     print(f"{table.id}{reading} at scale={args.scale}: {len(cells)} cells{sweep_text} x {seeds} seed(s); "
-          f"{total - len(pending)} completed, {len(pending)} to run", flush=True)
+          f"{total - len(pending)} completed, {len(pending)} to run"
+          + (f" ({len(resuming)} resuming)" if resuming else ""), flush=True)
+    for (cell_id, seed, variant), step in resuming.items():
+        where = f"{cell_id}/{variant}" if variant else cell_id
+        print(f"resuming {where} seed {seed} from step {step}", flush=True)
     if pending:
         shared = registry.scale_dir(runs, table.id, args.scale, table.reading_name)
         local = pathlib.Path(tempfile.mkdtemp(prefix="reproduce-")) if secondary_worker() else None
@@ -221,7 +257,8 @@ def cmd_run(args) -> int:
         # registry.run_dir's layout, as Hydra interpolations of each job's config.
         layout = "${cell}/" + ("${variant}/" if args.sweep else "") + "seed${trainer.seed}"
         command = [sys.executable, "-m", "looksam.train", "-m", f"+reproduce_cell={','.join(names)}",
-                   f"scale={args.scale}", f"logger.group={table.id}",
+                   f"scale={args.scale}",
+                   f"logger.group={'/'.join(filter(None, (table.id, args.scale, table.reading_name)))}",
                    f"hydra.searchpath=[file://{gen}]",
                    f"hydra.sweep.dir={local or shared}",
                    f"hydra.sweep.subdir={layout}"]
@@ -235,7 +272,15 @@ def cmd_run(args) -> int:
         print("+ " + " ".join(shlex.quote(c) for c in command), flush=True)
         if args.dry_run:
             return 0
-        code = subprocess.call(command)
+        code, interrupts = run_passing_interrupts(command)
+        if interrupts or code == 128 + signal.SIGINT:
+            finished = [f"{c.id}{'/' + v if v else ''}/seed{s}" for c, s, v, _ in pending
+                        if completed(run_dir(runs, table, args.scale, c, s, v))]
+            print(f"interrupted: {len(finished)} of {len(pending)} pending run(s) finished"
+                  + (f" ({', '.join(finished)})" if finished else "")
+                  + "; rerun the same command to resume the rest from their checkpoints",
+                  file=sys.stderr, flush=True)
+            return 128 + signal.SIGINT
         if code:
             print(f"the sweep exited with {code}; rendering what finished", flush=True)
     if args.dry_run:

@@ -214,6 +214,37 @@ def test_an_interrupted_sweep_reruns_only_its_unfinished_cells(tmp_path):
     assert all(driver.completed(s.parent) for s in summaries)
 
 
+@pytest.mark.slow
+def test_ctrl_c_during_a_table_saves_the_cell_and_exits_130_without_a_traceback(tmp_path, capsys):
+    """Ctrl-C reaches the whole foreground job (here: SIGINT to the process group): the driver
+    waits for its cell to checkpoint, names what finished, exits 130; the rerun says it resumes."""
+    import os
+    import signal
+
+    command = [sys.executable, "-m", "reproduce", "run", "looksam_iclr_cifar10", "--scale", "smoke",
+               "--seeds", "1", "--runs", str(tmp_path / "runs"), "--wandb", "disabled", "--no-render",
+               "--cells", "resnet18/sgd", "-o", "scale.epochs=40", "-o",
+               "trainer.checkpoint_every_steps=1000", "-o", "trainer.log_every_steps=1"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "step 3/" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    out = "".join(seen) + proc.communicate(timeout=600)[0]
+    assert proc.returncode == 130, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    assert "interrupted: 0 of 1 pending run(s) finished" in out, out[-3000:]
+    step = json.loads((tmp_path / "runs" / "looksam_iclr_cifar10" / "smoke" / "resnet18" / "sgd" / "seed0"
+                       / "summary.json").read_text())["step"]
+    assert driver.main(["run", "looksam_iclr_cifar10", "--scale", "smoke", "--seeds", "1", "--runs",
+                        str(tmp_path / "runs"), "--cells", "resnet18/sgd", "--dry-run"]) == 0
+    assert f"0 completed, 1 to run (1 resuming)\nresuming resnet18/sgd seed 0 from step {step}\n" \
+        in capsys.readouterr().out
+
+
 def test_only_worker_zero_writes_into_the_shared_runs_directory(tmp_path, capsys, monkeypatch):
     assert not driver.secondary_worker({}) and not driver.secondary_worker({"TPU_WORKER_ID": "0"})
     assert driver.secondary_worker({"TPU_WORKER_ID": "3"}) and driver.secondary_worker({"SLURM_PROCID": "1"})

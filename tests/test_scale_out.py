@@ -150,6 +150,26 @@ def test_sigterm_checkpoints_then_rerun_finishes_the_same_run(tmp_path, straight
     assert_same_run(workdir, summary, straight)
 
 
+@pytest.mark.slow  # like the SIGTERM case: make test-slow, which CI runs
+def test_ctrl_c_checkpoints_then_rerun_finishes_the_same_run(tmp_path, straight):
+    """SIGINT mid-run (steps 3-4, checkpoints every 2): one line naming the resume command, exit
+    130, no traceback; the rerun ends as the uninterrupted run does."""
+    workdir = tmp_path / "interrupted"
+    proc = trainer(workdir, *CHAOS)
+    run_until(proc, 3)
+    proc.send_signal(signal.SIGINT)
+    out = finish(proc)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    stopped = json.loads((workdir / "summary.json").read_text())
+    assert stopped["status"] == "preempted" and 3 <= stopped["step"] < 12, stopped["message"]
+    assert f"stopped by Ctrl-C after step {stopped['step']} and checkpointed" in out
+    assert "rerun the same command to resume: python -m looksam.train trainer.workdir=" in out
+    assert (workdir / "checkpoints" / str(stopped["step"]) / "commit_success.txt").exists()
+    summary = train_to_end(workdir, *CHAOS, resumes=stopped["step"])
+    assert_same_run(workdir, summary, straight)
+
+
 SUBMITIT_LIKE = """
 import pathlib, signal, sys
 def requeue(signum, frame):  # what submitit's handler does: requeue the job, then exit

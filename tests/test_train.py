@@ -238,7 +238,10 @@ def test_rerun_with_another_config_in_the_same_workdir(smoke, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,pattern", [
-    (["sam=looksam", "sam.k=0"], "sam: k=0"),
+    (["sam=looksam", "sam.k=0"], r"^sam\.k=0 is out of range"),
+    (["trainer.batch_size=-4"], r"^trainer\.batch_size=-4: must be a positive multiple of the device count"),
+    (["optimizer.base_batch=0"], r"^optimizer\.base_batch=0: must be the batch the lr is given for"),
+    (["schedule.end_lr=-1"], r"^schedule\.end_lr=-1\.0: must be >= 0"),
     (["trainer.num_devices=9"], r"trainer\.num_devices=9: this process has 8 cpu device"),
     (["scale.log_every_steps=0"], r"scale\.log_every_steps=0: must be >= 1"),
 ])
@@ -295,3 +298,66 @@ def test_validation_split_must_not_overlap_training(tmp_path):
     with pytest.raises(ValueError, match=r"shares 500 examples with data.train_split='train\[:2500\]'"):
         train.run(cfg, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("method,overrides,warnings", [
+    ("none", ["sam.k=0"], ["sam.k has no effect with sam.method=none (it takes: nothing)"]),
+    ("none", ["sam.k=5"], []),  # the default: nothing was asked for
+    ("looksam", ["sam.k=3", "sam.beta=0.5", "trainer.seed=2"],
+     ["sam.beta has no effect with sam.method=looksam (it takes: adaptive, alpha, batchnorm, "
+      "drift_interval, k, m, rho)"]),
+    ("esam", ["sam.beta=0.5", "sam.selection=official"], []),
+])
+def test_a_sam_setting_the_method_ignores_warns_naming_both(tmp_path, method, overrides, warnings):
+    cfg = cfg_for(str(tmp_path), f"sam={method}", *overrides)
+    assert config.ignored_sam_settings(cfg, [f"sam={method}", *overrides]) == warnings
+
+
+def test_a_progress_line_every_30_seconds_leaves_the_recorded_metrics_alone(tmp_path, monkeypatch):
+    """With the clock's threshold at 0 every step prints a line though log_every_steps is 100;
+    what the run records (train loss, the TensorBoard scalars) is the same as without."""
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("looksam.train")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    common = ("scale.log_every_steps=100", "logger=disabled")
+    try:
+        monkeypatch.setattr(train, "PROGRESS_SECONDS", 0.0)
+        chatty = train.run(cfg_for(str(tmp_path / "a"), *common), str(tmp_path / "a"))
+        steps_a = [m.split()[1] for m in lines if m.startswith("step ")]
+        lines.clear()
+        monkeypatch.setattr(train, "PROGRESS_SECONDS", 1e9)
+        quiet = train.run(cfg_for(str(tmp_path / "b"), *common), str(tmp_path / "b"))
+        steps_b = [m.split()[1] for m in lines if m.startswith("step ")]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert steps_a == ["1/4", "2/4", "3/4", "4/4"] and steps_b == ["4/4"]
+    assert chatty["final_train_loss"] == quiet["final_train_loss"]
+    assert chatty["history"] == quiet["history"]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_first_exits_130(monkeypatch):
+    """Two Ctrl-Cs in a row reach a process as one signal, so the handler is driven directly: the
+    first asks for a checkpoint, the second exits at once with 130; after the checkpoint the first
+    ends the run with SystemExit(130), not Python's KeyboardInterrupt."""
+    import signal
+
+    exits = []
+    monkeypatch.setattr(train.os, "_exit", exits.append)
+    notice = train.PreemptionNotice()
+    try:
+        assert signal.getsignal(signal.SIGINT) == notice._on_signal
+        notice._on_signal(signal.SIGINT, None)
+        assert notice(7) and notice.reason == "Ctrl-C" and exits == []
+        notice._on_signal(signal.SIGINT, None)
+        assert exits == [130]
+        with pytest.raises(SystemExit) as info:
+            notice.forward()
+        assert info.value.code == 130
+    finally:
+        notice.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
