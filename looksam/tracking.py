@@ -1,5 +1,11 @@
 """Experiment tracking: clu metric writers (console + TensorBoard) and Weights & Biases.
 
+A run's wandb identity follows from its config (`run_labels`): a table's cell run by `python -m
+reproduce run` is grouped `<table>/<scale>[/<reading>]`, its job type is the cell, its name
+`<cell>/seed<k>`, and its tags name the scale, model, method and base optimizer (docs/wandb.md).
+wandb's own console lines (banner, run history, sync hints: some 20 to 35 a job) are off unless
+LOOKSAM_VERBOSE=1 or WANDB_SILENT is set; an offline run logs one line with its `wandb sync` command.
+
 Tracking must never end a training run: a wandb run that cannot start (no network, no key) is
 logged as a warning and the job goes on with TensorBoard and the console. Only the main process
 writes TensorBoard files and owns the wandb run; the others log to their console. clu's writers
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging as std_logging
 import netrc
 import os
 import urllib.parse
@@ -26,6 +33,10 @@ from typing import Any
 from absl import logging
 
 MODES = ("online", "offline", "disabled")
+VERBOSE_ENV = "LOOKSAM_VERBOSE"  # 1: wandb prints its banner, run history and sync hints again
+# The config keys a run's tags name, as <tag prefix>:<value> (e.g. method:looksam).
+TAG_KEYS = (("scale", "scale.name"), ("model", "model.name"), ("method", "sam.method"),
+            ("optimizer", "optimizer.name"))
 
 
 def wandb_mode(configured: str | None) -> str:
@@ -52,16 +63,64 @@ def _has_api_key() -> bool:
         return False
 
 
+def group_name(table: str, scale: str, reading: str | None = None) -> str:
+    """The wandb group of a table's runs at a scale: <table>/<scale>, and <table>/<scale>/<reading>
+    for a reading other than the paper's (None)."""
+    return "/".join(part for part in (table, scale, reading) if part)
+
+
+def _lookup(config: Mapping, dotted: str):
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def run_labels(config: Mapping) -> dict[str, Any]:
+    """The wandb group, name, job type and tags a run's resolved config implies.
+
+    A table's cell (config `table` and `cell`, set by `python -m reproduce run`): group
+    `group_name(table, scale.name, reading)`, job type the cell id (`row/column`), name
+    `<cell>[/<variant>]/seed<k>`. Any run: tags `scale:<scale.name>`, `model:<model.name>`,
+    `method:<sam.method>`, `optimizer:<optimizer.name>` (those it has). None where it has none.
+    """
+    table, cell = _lookup(config, "table"), _lookup(config, "cell")
+    scale, seed = _lookup(config, "scale.name"), _lookup(config, "trainer.seed")
+    variant = _lookup(config, "variant")
+    labels: dict[str, Any] = {"group": None, "name": None, "job_type": None}
+    if table and cell:
+        labels["group"] = group_name(str(table), str(scale or "paper"), _lookup(config, "reading"))
+        labels["job_type"] = str(cell)
+        labels["name"] = "/".join(str(p) for p in (cell, variant) if p) + (
+            f"/seed{seed}" if seed is not None else "")
+    labels["tags"] = [f"{prefix}:{value}" for prefix, key in TAG_KEYS
+                      if (value := _lookup(config, key)) not in (None, "")]
+    return labels
+
+
+def wandb_settings():
+    """wandb.Settings that keep its console chatter out of a job's log, or None (wandb's default)
+    where LOOKSAM_VERBOSE=1 asks for it back or WANDB_SILENT says what the user wants."""
+    if os.environ.get(VERBOSE_ENV, "0") not in ("", "0") or "WANDB_SILENT" in os.environ:
+        return None
+    import wandb
+
+    return wandb.Settings(silent=True)
+
+
 class Tracker:
     """Console + TensorBoard (clu) and a wandb run, with the same scalars sent to both.
 
     As a context manager it always finishes: "failed" when an exception escapes, "completed" when
-    the block ends without `finish` having been called.
+    the block ends without `finish` having been called. `group`, `name` and `job_type` left None
+    come from the config (`run_labels`); the config's tags come first, then `tags`.
     """
 
     def __init__(self, workdir: str, config: dict, *, mode: str | None, project: str, entity: str | None,
                  group: str | None, tags: list[str], name: str | None, resume_id: str | None,
-                 tensorboard: bool = True, is_main: bool = True):
+                 tensorboard: bool = True, is_main: bool = True, job_type: str | None = None):
         self.is_main = is_main
         self.mode = wandb_mode(mode)
         self.status: str | None = None  # set by finish
@@ -72,8 +131,11 @@ class Tracker:
         # Carried over when wandb is off, so that the checkpoint still names the run to resume later.
         self.run_id: str | None = resume_id
         if is_main and self.mode != "disabled":
+            labels = run_labels(config)
             self._run = _init_wandb(workdir, config, mode=self.mode, project=project, entity=entity,
-                                    group=group, tags=tags, name=name, resume_id=resume_id)
+                                    group=group or labels["group"], tags=[*labels["tags"], *tags],
+                                    name=name or labels["name"], job_type=job_type or labels["job_type"],
+                                    resume_id=resume_id)
             if self._run is not None:
                 self.run_id = self._run.id
 
@@ -183,19 +245,30 @@ def progress_report(writer, num_train_steps: int, every_steps: int):
                                            every_steps=every_steps, every_secs=None)
 
 
-def _init_wandb(workdir, config, *, mode, project, entity, group, tags, name, resume_id):
+def _log_offline_run(run) -> None:
+    # The trainer's logger family (console and train.log), not absl's: the trainer quiets absl INFO.
+    sync_dir = os.path.dirname(run.dir)
+    std_logging.getLogger("looksam.tracking").info(
+        "wandb run %s (%s) is offline in %s; upload it with: wandb sync %s", run.id, run.name, sync_dir,
+        sync_dir)
+
+
+def _init_wandb(workdir, config, *, mode, project, entity, group, tags, name, job_type, resume_id):
     try:
         import wandb
 
         run = wandb.init(
-            project=project, entity=entity, group=group, tags=list(tags), name=name, config=config,
-            mode=mode, dir=workdir, id=resume_id, resume="allow",
+            project=project, entity=entity, group=group, tags=list(dict.fromkeys(tags)), name=name,
+            job_type=job_type, config=config, mode=mode, dir=workdir, id=resume_id, resume="allow",
+            settings=wandb_settings(),
             # A run left open by a crashed job in this process must not swallow the new one.
             reinit="finish_previous")
     except Exception as e:
         logging.warning("wandb is off for this run: wandb.init(mode=%r) failed: %s: %s",
                         mode, type(e).__name__, e)
         return None
+    if mode == "offline":  # wandb's own hint is silenced (wandb_settings): one line instead
+        Tracker._guard(_log_offline_run, run)
     # The x-axis of every chart is the training step.
     Tracker._guard(run.define_metric, "step")
     Tracker._guard(run.define_metric, "*", step_metric="step")

@@ -728,8 +728,34 @@ def write_failure(workdir: str, cfg, error: BaseException) -> None:
         os.replace(path + ".tmp", path)
 
 
+VERBOSE = "LOOKSAM_VERBOSE"  # set (e.g. LOOKSAM_VERBOSE=1): keep the native libraries' start-up lines
+
+
+def quiet_start() -> None:
+    """Imports TensorFlow (when installed) with the process's stderr pointed at /dev/null, and
+    lowers JAX's backend probe to warnings: their start-up lines (oneDNN's notice, absl's "All log
+    messages before absl::InitializeLog()", "Unable to initialize backend 'tpu'") come before
+    anything of ours on every run and say nothing about it. $LOOKSAM_VERBOSE keeps them. A failing
+    import still raises, after stderr is back."""
+    if os.environ.get(VERBOSE):
+        return
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with contextlib.suppress(ImportError):  # the synthetic-data path runs without it
+            import tensorflow  # noqa: F401
+        # Not the backend: host_devices.configure must set the CPU device count before it starts.
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main() -> None:
     config.register()
+    quiet_start()
 
     # An absolute path: the console script and `python -m` work from any directory.
     configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
@@ -745,6 +771,8 @@ def main() -> None:
         # Our progress line says what matters; orbax and clu's absl INFO lines would drown it. Set
         # here, not in main(): a submitit job runs this function alone, in a process of its own.
         logging.getLogger("absl").setLevel(logging.WARNING)
+        if not os.environ.get(VERBOSE):  # Hydra's logging setup ran after quiet_start
+            logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
         workdir = cfg.trainer.workdir or HydraConfig.get().runtime.output_dir
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         for warning in config.ignored_sam_settings(cfg, HydraConfig.get().overrides.task):

@@ -10,9 +10,10 @@ seed) pairs that have not completed yet: each pending pair becomes a generated c
 (`<runs>/<table>/<scale>/.cells/reproduce_cell/<row>__<column>__seed<k>.yaml`, `# @package
 _global_`, holding the cell's overrides) and the sweep runs `+reproduce_cell=<a>,<b>,...` with
 every job's directory at `<runs>/<table>/<scale>/<row>/<column>/seed<k>` (a reading other than
-the paper's: `<runs>/<table>/<scale>/reading-<name>/...`, registry.scale_dir), one wandb group per
-table. A rerun after a crash therefore runs only what is missing (and an interrupted cell resumes
-from its checkpoint). Then it renders the table with `python -m results render`.
+the paper's: `<runs>/<table>/<scale>/reading-<name>/...`, registry.scale_dir); each job's wandb
+group, name, job type and tags follow from its config (looksam.tracking.run_labels, docs/wandb.md).
+A rerun after a crash therefore runs only what is missing (and an interrupted cell resumes from
+its checkpoint). Then it renders the table with `python -m results render`.
 
 `config` prints a cell's composed config at a scale (reproduce/compose.py), the one `run` trains
 it with; `--overrides` prints the cell's Hydra overrides instead, to train it with
@@ -258,7 +259,6 @@ def cmd_run(args) -> int:
         layout = "${cell}/" + ("${variant}/" if args.sweep else "") + "seed${trainer.seed}"
         command = [sys.executable, "-m", "looksam.train", "-m", f"+reproduce_cell={','.join(names)}",
                    f"scale={args.scale}",
-                   f"logger.group={'/'.join(filter(None, (table.id, args.scale, table.reading_name)))}",
                    f"hydra.searchpath=[file://{gen}]",
                    f"hydra.sweep.dir={local or shared}",
                    f"hydra.sweep.subdir={layout}"]

@@ -3,6 +3,7 @@
     python -m results render looksam_iclr_cifar10 --runs runs --scale cpu [--out runs/renders]
     python -m results render esam_table1 --runs evidence --scale afternoon --reading code
     python -m results render all --wandb ENTITY/PROJECT --scale paper
+    python -m results render looksam_iclr_cifar10 --scale cpu --wandb-log [--wandb-mode offline]
     python -m results report --runs runs --scale cpu [--out runs/renders] [--redraw]
     python -m results list
     python -m results claims looksam_iclr_cifar10 --scale afternoon [--runs DIR] [--strict]
@@ -14,6 +15,8 @@
 names a runs folder; --strict exits 1 when a claim fails. `record` copies a runs folder's
 completed runs into evidence/ (results/evidence.py). `report` writes one HTML page of every table
 and figure with its claims and figures (<runs>/renders/index.html; results/report.py).
+`render --wandb-log` also logs each table's cells and claims as wandb Tables, in the group of its
+training runs (results/wandb_log.py, docs/wandb.md).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pathlib
 import sys
 
 from reproduce import registry
-from results import claims, collect, evidence, landscape, render, report, sweep
+from results import claims, collect, evidence, landscape, render, report, sweep, wandb_log
 
 
 def portable_path(path) -> str:
@@ -101,7 +104,27 @@ def _render(args) -> int:
             continue
         print(paths["md"].read_text())
         print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+        if args.wandb_log and not _log_to_wandb(args, table, results, source, out):
+            kept += 1
     return 1 if kept else 0
+
+
+def _log_to_wandb(args, table, results, source: str, out) -> bool:
+    """--wandb-log: the table's cells and claims as wandb Tables; False (and one line) on failure."""
+    entity, project = wandb_log.split_project(args.wandb_project or args.wandb)
+    try:
+        where = wandb_log.log(table, results, args.scale, project=project, entity=entity,
+                              mode=args.wandb_mode, out=out, source=source)
+    except RuntimeError as e:
+        print(f"error: wandb logging of {table.id}: {e}", file=sys.stderr)
+        return False
+    if where is None:
+        print(f"wandb is disabled: {table.id} not logged", file=sys.stderr)
+    elif os.path.isdir(where):
+        print(f"logged {table.id} to wandb offline in {where} (upload: wandb sync {where})", file=sys.stderr)
+    else:
+        print(f"logged {table.id} to wandb: {where}", file=sys.stderr)
+    return True
 
 
 def _claims(args) -> int:
@@ -170,6 +193,13 @@ def main(argv=None) -> int:
     r.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read run summaries from wandb instead")
     r.add_argument("--out", default=None,
                    help="output directory (default: <runs>/renders; evidence/renders for the evidence)")
+    r.add_argument("--wandb-log", action="store_true",
+                   help="also log the cells and claims as wandb Tables, in the table's group "
+                        "<table>/<scale>[/<reading>] (offline runs: <out>/wandb)")
+    r.add_argument("--wandb-project", metavar="[ENTITY/]PROJECT", default=None,
+                   help="where --wandb-log logs (default: --wandb's project, else looksam)")
+    r.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
+                   help="for --wandb-log (default: $WANDB_MODE, else online with an API key, else offline)")
     r.set_defaults(fn=_render)
     rp = sub.add_parser("report", help="one HTML page of every table and figure with its claims "
                                        "(<runs>/renders/index.html)")

@@ -3,7 +3,8 @@
 Local layout: `<runs>/<table id>/<scale>/<row id>/<column id>/seed<k>/summary.json`. A seed
 directory without summary.json is "running" when the trainer has started in it (`checkpoints/` or
 `.hydra/`), else "missing"; no directory is "missing". `collect_wandb` reads the same structure
-from a wandb project (runs grouped by table id).
+from a wandb project (runs grouped `<table>/<scale>[/<reading>]`, or by table id alone as
+before that grouping).
 """
 
 from __future__ import annotations
@@ -148,8 +149,18 @@ def _wandb_status(summary: Mapping, state: str | None) -> str:
     return {"running": "running", "pending": "running", "finished": "completed"}.get(state, "failed")
 
 
+def wandb_filters(table, scale: str) -> dict:
+    """The wandb API filter of a table's runs at a scale: its group `<table>/<scale>[/<reading>]`
+    (looksam.tracking.group_name), or the table id alone (runs made before that grouping)."""
+    from looksam import tracking
+
+    return {"$or": [{"group": tracking.group_name(table.id, scale, table.reading_name)},
+                    {"group": table.id}]}
+
+
 def collect_wandb(table, path: str, scale: str = "cpu", api=None) -> dict[str, CellResult]:
-    """As `collect`, from the wandb project `path` ("entity/project"), runs grouped by table id."""
+    """As `collect`, from the wandb project `path` ("entity/project"): the runs `wandb_filters`
+    finds, of the table's scale and reading (a run's config says which)."""
     if api is None:
         try:
             import wandb
@@ -158,9 +169,9 @@ def collect_wandb(table, path: str, scale: str = "cpu", api=None) -> dict[str, C
         except Exception as e:  # noqa: BLE001 - no key, no network: say so, do not trace back
             raise RuntimeError(f"cannot reach the wandb API for {path!r}: {type(e).__name__}: {e}") from e
     try:
-        runs = list(api.runs(path, filters={"group": table.id}))
+        runs = list(api.runs(path, filters=wandb_filters(table, scale)))
     except Exception as e:  # noqa: BLE001
-        raise RuntimeError(f"cannot list wandb runs of {path!r} (group {table.id}): "
+        raise RuntimeError(f"cannot list wandb runs of {path!r} (table {table.id}): "
                            f"{type(e).__name__}: {e}") from e
     per_cell: dict[str, dict[str, tuple[str, dict]]] = {}
     for run in runs:
@@ -170,6 +181,8 @@ def collect_wandb(table, path: str, scale: str = "cpu", api=None) -> dict[str, C
             continue
         run_scale = _config_value(config, "scale.name")
         if run_scale is not None and run_scale != scale:
+            continue
+        if _config_value(config, "reading") != table.reading_name:  # a table-id group holds every reading
             continue
         cell = _config_value(config, "cell") or summary.get("cell")
         if not cell:

@@ -195,7 +195,7 @@ def test_an_interrupted_sweep_reruns_only_its_unfinished_cells(tmp_path):
                "--seeds", "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
                "--wandb", "disabled", "--no-render", "--cells", *cells]
     table = registry.load("looksam_iclr_cifar10")
-    summaries = [driver.run_dir(tmp_path / "runs", table.id, "smoke", table.cell(c), 0) / "summary.json"
+    summaries = [driver.run_dir(tmp_path / "runs", table, "smoke", table.cell(c), 0) / "summary.json"
                  for c in cells]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -5,11 +5,13 @@ removed for every test, and wandb runs are offline or disabled.
 """
 
 import glob
+import json
 import os
 import re
 
 import pytest
 import wandb
+import wandb_files
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
@@ -127,8 +129,10 @@ def test_offline_run_writes_tensorboard_and_wandb_files(tmp_path, monkeypatch):
     [run_dir] = run_dirs(workdir)
     assert is_run_dir_of(run_dir, tracker.run_id)
     run_file = os.path.join(run_dir, f"run-{tracker.run_id}.wandb")
-    # The offline record stream holds the metric names as plain protobuf strings.
-    assert b"train/loss" in open(run_file, "rb").read()
+    # The offline record stream, once wandb's service has written it (it may lag run.finish()).
+    history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+               for r in wandb_files.finished_records(run_file) if r.WhichOneof("record_type") == "history"]
+    assert [(h["step"], h["train/loss"]) for h in history if "train/loss" in h] == [(5, 0.5), (10, 0.25)]
 
 
 def test_resume_id_reuses_the_run_and_trackers_run_in_sequence(tmp_path):
