@@ -172,9 +172,7 @@ def scale_images(scale: str, reference: dict) -> int | None:
 
 
 def cmd_list(args) -> int:
-    from results import evidence
-
-    reference = sgd_reference(evidence.EVIDENCE_DIR)
+    reference = sgd_reference(registry.EVIDENCE_DIR)
     if reference:
         print(f"Estimates: the method's cost (forward+backward passes per step) x the median "
               f"{1 / reference['seconds_per_image']:.0f} images/s of {reference['runs']} committed "

@@ -70,6 +70,8 @@ from omegaconf import OmegaConf
 TABLES_DIR = pathlib.Path(__file__).resolve().parent / "tables"
 READINGS_DIR = pathlib.Path(__file__).resolve().parent / "readings"
 PAPER = "paper"  # the reading every table has: its cells as the paper's text gives them
+# The committed evidence: a runs folder of completed summaries (results/evidence.py records into it).
+EVIDENCE_DIR = pathlib.Path(__file__).resolve().parent.parent / "evidence"
 SCALES_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "scale"
 
 

@@ -26,7 +26,7 @@ import pathlib
 
 from reproduce import compose, registry
 
-EVIDENCE_DIR = pathlib.Path(__file__).resolve().parent.parent / "evidence"
+EVIDENCE_DIR = registry.EVIDENCE_DIR
 # Where a run happened to live on the machine that ran it: not evidence, and not portable.
 MACHINE_KEYS = (("data", "data_dir"), ("trainer", "workdir"))
 

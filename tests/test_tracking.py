@@ -23,13 +23,7 @@ CONFIG = {"model": {"name": "cnn", "kwargs": {"widths": [16, 32]}}, "sam": {"met
 @pytest.fixture(autouse=True)
 def offline_wandb(tmp_path, monkeypatch):
     """No key, no netrc, no settings from the real home; wandb's own files under tmp_path."""
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC", "WANDB_RUN_ID", "WANDB_RESUME"):
-        monkeypatch.delenv(var, raising=False)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    home = wandb_files.isolate(monkeypatch, tmp_path)
     monkeypatch.setenv("WANDB_SILENT", "true")
     yield home
     assert wandb.run is None, "a test left a wandb run open"

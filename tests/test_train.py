@@ -3,6 +3,7 @@ reruns with another config in the same workdir."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -68,12 +69,9 @@ def no_wandb_network(monkeypatch, tmp_path):
 SMOKE = ("sam=looksam", "sam.k=2")
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """One LookSAM-2 smoke run (4 steps) for the tests that only read it: (workdir, the summary
-    run returned, the trainer's console log lines)."""
-    home = tmp_path_factory.mktemp("smoke")
-    workdir = str(home / "run")
+@contextlib.contextmanager
+def trainer_log():
+    """The messages looksam.train logs at INFO and above while the block runs."""
     lines = []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: lines.append(record.getMessage())
@@ -82,12 +80,21 @@ def smoke(tmp_path_factory):
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            isolate_wandb(mp, home)
-            summary = train.run(cfg_for(workdir, *SMOKE), workdir)
+        yield lines
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One LookSAM-2 smoke run (4 steps) for the tests that only read it: (workdir, the summary
+    run returned, the trainer's console log lines)."""
+    home = tmp_path_factory.mktemp("smoke")
+    workdir = str(home / "run")
+    with trainer_log() as lines, pytest.MonkeyPatch.context() as mp:
+        isolate_wandb(mp, home)
+        summary = train.run(cfg_for(workdir, *SMOKE), workdir)
     return workdir, summary, lines
 
 
@@ -316,15 +323,8 @@ def test_a_sam_setting_the_method_ignores_warns_naming_both(tmp_path, method, ov
 def test_a_progress_line_every_30_seconds_leaves_the_recorded_metrics_alone(tmp_path, monkeypatch):
     """With the clock's threshold at 0 every step prints a line though log_every_steps is 100;
     what the run records (train loss, the TensorBoard scalars) is the same as without."""
-    lines = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("looksam.train")
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
     common = ("scale.log_every_steps=100", "logger=disabled")
-    try:
+    with trainer_log() as lines:
         monkeypatch.setattr(train, "PROGRESS_SECONDS", 0.0)
         chatty = train.run(cfg_for(str(tmp_path / "a"), *common), str(tmp_path / "a"))
         steps_a = [m.split()[1] for m in lines if m.startswith("step ")]
@@ -332,9 +332,6 @@ def test_a_progress_line_every_30_seconds_leaves_the_recorded_metrics_alone(tmp_
         monkeypatch.setattr(train, "PROGRESS_SECONDS", 1e9)
         quiet = train.run(cfg_for(str(tmp_path / "b"), *common), str(tmp_path / "b"))
         steps_b = [m.split()[1] for m in lines if m.startswith("step ")]
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     assert steps_a == ["1/4", "2/4", "3/4", "4/4"] and steps_b == ["4/4"]
     assert chatty["final_train_loss"] == quiet["final_train_loss"]
     assert chatty["history"] == quiet["history"]

@@ -14,6 +14,7 @@ import pathlib
 
 import pytest
 import wandb
+import wandb_files
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from wandb_files import logged_table, offline_run
@@ -38,15 +39,9 @@ CELL_TAGS = ["scale:smoke", "model:resnet18", "method:esam", "optimizer:sgd"]
 def offline_wandb(tmp_path, monkeypatch):
     """No key, no netrc, no settings from the real home; wandb's own files under tmp_path; wandb's
     console left to looksam's default (neither WANDB_SILENT nor LOOKSAM_VERBOSE)."""
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC", "WANDB_RUN_ID", "WANDB_RESUME",
-                "WANDB_SILENT", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE",
-                "WANDB_TAGS", "WANDB_NAME", tracking.VERBOSE_ENV):
-        monkeypatch.delenv(var, raising=False)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    home = wandb_files.isolate(monkeypatch, tmp_path, unset=(
+        "WANDB_SILENT", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE",
+        "WANDB_TAGS", "WANDB_NAME", tracking.VERBOSE_ENV))
     yield home
     assert wandb.run is None, "a test left a wandb run open"
 

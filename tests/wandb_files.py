@@ -80,3 +80,21 @@ def logged_table(run_dir, history, key):
     assert history[f"{key}/_type"] == "table-file"
     table = json.loads((pathlib.Path(run_dir) / "files" / history[f"{key}/path"]).read_text())
     return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+# Environment that would point wandb at a real account, run or settings.
+WANDB_ACCOUNT_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC", "WANDB_RUN_ID",
+                      "WANDB_RESUME")
+
+
+def isolate(monkeypatch, tmp_path, unset=()) -> pathlib.Path:
+    """No key, no netrc, no settings from the real home; wandb's own files under tmp_path. Returns
+    the fake home."""
+    for var in (*WANDB_ACCOUNT_VARS, *unset):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    return home
