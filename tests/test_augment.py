@@ -444,5 +444,5 @@ def test_make_transform_cifar_and_eval():
 
 
 def test_make_transform_rejects_unknown_names():
-    with pytest.raises(ValueError, match="unknown augmentation 'cutout'"):
-        augment.make_transform(["cutout"])
+    with pytest.raises(ValueError, match="unknown augmentation 'gridmask'"):
+        augment.make_transform(["gridmask"])
