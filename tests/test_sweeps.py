@@ -56,7 +56,7 @@ def test_basic_launcher_sweep_goes_on_past_a_failed_job(tmp_path):
     log = multirun(sweep, "sam=looksam", "sam.k=0,2", *SMOKE, cwd=tmp_path)
     jobs = summaries(sweep)
     assert sorted(jobs) == [0, 1]
-    assert jobs[0]["status"] == "failed" and "sam: k=0" in jobs[0]["message"], jobs[0]
+    assert jobs[0]["status"] == "failed" and "sam.k=0 is out of range" in jobs[0]["message"], jobs[0]
     assert jobs[1]["status"] == "completed" and jobs[1]["step"] == 4
     assert jobs[1]["config"]["sam"]["k"] == 2
     assert "the sweep goes on" in log
