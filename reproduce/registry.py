@@ -61,6 +61,7 @@ shown with its ratio to the base column) or throughput (images/s; ratio to the b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from typing import Any
 
@@ -268,14 +269,22 @@ def _reading(name, raw, where) -> Reading:
                    overrides=tuple(overrides))
 
 
-def _schema_has(key: str) -> bool:
+@functools.cache
+def _schema():
     from looksam import config  # the schema; registry files are checked against it on load
 
-    if key in ("model", "data", "optimizer", "sam", "schedule", "trainer", "logger", "scale"):
-        return True
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(OmegaConf.structured(config.Config), parent or key)
-    return node is not None and OmegaConf.is_dict(node) and leaf in node
+    return OmegaConf.structured(config.Config)
+
+
+def _schema_has(key: str) -> bool:
+    """Whether an override's key names a config group (sam) or a setting of one (sam.m)."""
+    node = _schema()
+    *groups, leaf = key.split(".")
+    for part in groups:
+        if part not in node or not OmegaConf.is_dict(node[part]):
+            return False
+        node = node[part]
+    return leaf in node
 
 
 @dataclasses.dataclass(frozen=True)
