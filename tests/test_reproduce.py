@@ -223,7 +223,7 @@ def test_ctrl_c_during_a_table_saves_the_cell_and_exits_130_without_a_traceback(
 
     command = [sys.executable, "-m", "reproduce", "run", "looksam_iclr_cifar10", "--scale", "smoke",
                "--seeds", "1", "--runs", str(tmp_path / "runs"), "--wandb", "disabled", "--no-render",
-               "--cells", "resnet18/sgd", "-o", "scale.epochs=40", "-o",
+               "--cells", "resnet18/sgd", "-o", "scale.epochs=40", "-o", "scale.max_steps=400", "-o",
                "trainer.checkpoint_every_steps=1000", "-o", "trainer.log_every_steps=1"]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
