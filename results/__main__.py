@@ -8,12 +8,16 @@
     python -m results list
     python -m results claims looksam_iclr_cifar10 --scale afternoon [--runs DIR] [--strict]
     python -m results record looksam_iclr_cifar10 --runs runs/evidence --scale afternoon
+    python -m results record --throughput esam_table1 --scale afternoon [--rounds N] [--steps K]
     python -m results sweep runs/evidence/looksam_iclr_cifar10/afternoon/resnet18/looksam5
     python -m results landscape RUN_DIR [--scale cpu|paper] [--grid N] [--groups G] [--images M]
 
 `claims` prints a table's claim checks from the committed evidence (evidence/) unless --runs
 names a runs folder; --strict exits 1 when a claim fails. `record` copies a runs folder's
-completed runs into evidence/ (results/evidence.py). `report` writes one HTML page of every table
+completed runs into evidence/ (results/evidence.py); `record --throughput` instead times the
+table's cells side by side in this process (looksam/throughput.py) and writes
+<runs>/<table>/<scale>[/reading-<name>]/throughput.json (--runs, default: --into, evidence/), from
+which claims on a throughput metric are judged. `report` writes one HTML page of every table
 and figure with its claims and figures (<runs>/renders/index.html; results/report.py).
 `render --wandb-log` also logs each table's cells and claims as wandb Tables, in the group of its
 training runs (results/wandb_log.py, docs/wandb.md).
@@ -148,9 +152,32 @@ def _claims(args) -> int:
 
 
 def _record(args) -> int:
+    if args.throughput:
+        return _record_throughput(args)
+    if args.runs is None:
+        print("error: record needs --runs (the runs folder to copy from)", file=sys.stderr)
+        return 2
     for line in evidence.record(args.table, args.runs, args.scale, into=args.into,
                                 replace=args.replace, reading=args.reading):
         print(line)
+    return 0
+
+
+def _record_throughput(args) -> int:
+    import json
+
+    from looksam import throughput  # JAX: only when measuring
+
+    table = registry.load(args.table, pathlib.Path(args.tables), reading=args.reading)
+    measured = throughput.measure(table, args.scale, rounds=args.rounds, steps=args.steps,
+                                  cells=args.cells)
+    out = registry.scale_dir(args.runs or args.into, table.id, args.scale, table.reading_name)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / collect.THROUGHPUT_FILE
+    path.write_text(json.dumps(measured, indent=1) + "\n")
+    for cell_id, cell in measured["cells"].items():
+        print(f"{cell_id}: {cell['median']:,.1f} images/s (median of {args.rounds} rounds)")
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -224,11 +251,20 @@ def main(argv=None) -> int:
     sw.set_defaults(fn=_sweep)
     rec = sub.add_parser("record", help="copy a runs folder's completed runs into the evidence store")
     rec.add_argument("table", choices=registry.names())
-    rec.add_argument("--runs", required=True, help="the runs folder (e.g. runs/evidence)")
+    rec.add_argument("--runs", default=None, help="the runs folder (e.g. runs/evidence); with "
+                                                   "--throughput, where throughput.json goes")
     rec.add_argument("--scale", required=True, choices=registry.scale_names())
     rec.add_argument("--into", default=str(evidence.EVIDENCE_DIR), help="default: evidence/")
     rec.add_argument("--replace", action="store_true",
                      help="overwrite a recorded summary that differs (default: keep it)")
+    rec.add_argument("--throughput", action="store_true",
+                     help="time the table's cells side by side (one process, alternating rounds) "
+                          "and write throughput.json instead of copying runs")
+    rec.add_argument("--rounds", type=int, default=5, help="--throughput: timed rounds (default 5)")
+    rec.add_argument("--steps", type=int, default=10,
+                     help="--throughput: steps per cell and round, rounded up to whole periods")
+    rec.add_argument("--cells", nargs="+", default=None, metavar="ROW/COLUMN",
+                     help="--throughput: only these cells (default: all)")
     rec.set_defaults(fn=_record)
     la = sub.add_parser("landscape", help="the loss landscape around a run's final checkpoint "
                                           "(ESAM Figure 4; results/landscape.py)")

@@ -13,14 +13,19 @@ values decide, and the verdict says so ("holds, 1 seed"). A claim our design can
 `by_design` says why) that fails renders as "fails (by design)".
 
 Accuracy claims are judged on the final test accuracy (the value at the end of training, not the
-best over evaluations, which would pick on the test set); time and throughput on the metric itself.
-The paper's own printed values pass through the same rule as single points.
+best over evaluations, which would pick on the test set); time on the metric itself. Throughput
+(images/s) only from a side-by-side measurement of the cells in one process
+(<runs>/<table>/<scale>/throughput.json, looksam/throughput.py), never from training runs made at
+other times: d = median(lhs) - factor * median(rhs) over its rounds, and SE from the rounds' values
+as samples (the same 2 SE rule); `missing` without that file. The paper's own printed values pass
+through the same rule as single points.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 
 from results import collect
@@ -37,12 +42,17 @@ def standard_error(values: Sequence[float]) -> float | None:
     return None if std is None else std / math.sqrt(len(values))
 
 
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
 def verdict(op: str, lhs: Sequence[float], rhs: Sequence[float], factor: float = 1.0,
-            tolerance: float | None = None) -> tuple[str, float | None, float | None]:
-    """(verdict, d, SE) for `lhs op factor * rhs`; SE None where a side has a single seed."""
+            tolerance: float | None = None, center=mean) -> tuple[str, float | None, float | None]:
+    """(verdict, d, SE) for `lhs op factor * rhs`; SE None where a side has a single seed.
+    center: how a side's values become one (the mean over seeds; the median over rounds)."""
     if not lhs or not rhs:
         return MISSING, None, None
-    d = sum(lhs) / len(lhs) - factor * sum(rhs) / len(rhs)
+    d = center(lhs) - factor * center(rhs)
     se_l, se_r = standard_error(lhs), standard_error(rhs)
     if se_l is None or se_r is None:
         ok = {">": d > 0, ">=": d >= 0, "~": abs(d) <= (tolerance or 0.0)}[op]
@@ -88,6 +98,14 @@ def evidence_source(result) -> str | None:
     return ", ".join(origins) or None
 
 
+def ours_values(result, key: str, throughput: bool) -> tuple[float, ...]:
+    """A cell's values for a claim: its completed seeds' `key`, or for a throughput metric the
+    images/s of each round of the side-by-side measurement (never the runs' own images_per_sec)."""
+    if result is None:
+        return ()
+    return tuple(getattr(result, "throughput", ())) if throughput else tuple(result.values.get(key, []))
+
+
 @dataclasses.dataclass(frozen=True)
 class Check:
     """One claim on one pair of cells: the paper's two values, ours, d and the verdict."""
@@ -98,7 +116,7 @@ class Check:
     rhs_cell: str
     paper: tuple[float | None, float | None]  # raw units
     paper_verdict: str
-    ours: tuple[tuple[float, ...], tuple[float, ...]]  # completed seeds' values, raw units
+    ours: tuple[tuple[float, ...], tuple[float, ...]]  # completed seeds (throughput: rounds), raw units
     d: float | None
     se: float | None
     verdict: str  # as rendered (by design marked)
@@ -115,11 +133,10 @@ def check_table(table, results: Mapping) -> list[Check]:
             paper_verdict = (verdict(claim.op, [paper[0]], [paper[1]], claim.factor,
                                      claim.tolerance)[0].split(",")[0]
                              if None not in paper else MISSING)
-            values = []
-            for cell in (lhs, rhs):
-                result = results.get(cell.id)
-                values.append(tuple(result.values.get(key, [])) if result is not None else ())
-            result, d, se = verdict(claim.op, values[0], values[1], claim.factor, claim.tolerance)
+            throughput = metric_of(table, claim).kind == "throughput"
+            values = [ours_values(results.get(cell.id), key, throughput) for cell in (lhs, rhs)]
+            result, d, se = verdict(claim.op, values[0], values[1], claim.factor, claim.tolerance,
+                                    statistics.median if throughput else mean)
             sources = tuple(evidence_source(results.get(c.id)) for c in (lhs, rhs))
             checks.append(Check(claim, at, lhs.id, rhs.id, paper, paper_verdict, tuple(values), d,
                                 se, shown(claim, result), sources))

@@ -2,9 +2,10 @@
 
 Local layout: `<runs>/<table id>/<scale>/<row id>/<column id>/seed<k>/summary.json`. A seed
 directory without summary.json is "running" when the trainer has started in it (`checkpoints/` or
-`.hydra/`), else "missing"; no directory is "missing". `collect_wandb` reads the same structure
-from a wandb project (runs grouped `<table>/<scale>[/<reading>]`, or by table id alone as
-before that grouping).
+`.hydra/`), else "missing"; no directory is "missing". `<runs>/<table id>/<scale>/throughput.json`
+(`read_throughput`), when there is one, gives each cell's side-by-side images/s per round.
+`collect_wandb` reads the same structure from a wandb project (runs grouped
+`<table>/<scale>[/<reading>]`, or by table id alone as before that grouping); no throughput.json.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class CellResult:
     std: dict[str, float | None]  # sample std (ddof 1) over seeds; None for fewer than two values
     summaries: tuple[dict, ...] = ()  # summary.json of each completed seed (config, cost)
     messages: dict[str, str] = dataclasses.field(default_factory=dict)  # seed -> failure message
+    # images/s of each round of the side-by-side measurement (throughput.json); () without one
+    throughput: tuple[float, ...] = ()
 
     @property
     def n_completed(self) -> int:
@@ -129,7 +132,28 @@ def collect(table, runs_dir, scale: str = "cpu") -> dict[str, CellResult]:
                                     reading=table.reading_name).parent
         seed_dirs = sorted((p for p in cell_dir.glob("seed*") if p.is_dir()), key=_seed_order)
         results[cell.id] = cell_result({p.name: read_seed(p) for p in seed_dirs}, keys)
+    rounds = read_throughput(registry.scale_dir(runs_dir, table.id, scale, table.reading_name))
+    for cell_id, values in rounds.items():
+        if cell_id in results:
+            results[cell_id] = dataclasses.replace(results[cell_id], throughput=values)
     return results
+
+
+THROUGHPUT_FILE = "throughput.json"  # written by `python -m results record --throughput`
+
+
+def read_throughput(scale_dir) -> dict[str, tuple[float, ...]]:
+    """Cell id -> images/s of each round, from <scale_dir>/throughput.json (looksam/throughput.py);
+    empty without that file. An unreadable file is an error: it must not pass for no measurement."""
+    path = pathlib.Path(scale_dir) / THROUGHPUT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        cells = json.loads(path.read_text())["cells"]
+        return {cell_id: tuple(v for v in (number(x) for x in cell["images_per_sec"]) if v is not None)
+                for cell_id, cell in cells.items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"unreadable {path}: {e!r}") from e
 
 
 # ---- wandb -----------------------------------------------------------------------------------
