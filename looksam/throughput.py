@@ -8,11 +8,12 @@ rounded up to whole periods of the method (one SAM step and k-1 reuse steps for 
 host picks the branch with `est.is_sam_step`, as the trainer does), rotating the cells' order
 from round to round so that a slow drift of a shared machine falls on every cell alike.
 
-    measure(table, scale, rounds=5, steps=10, cells=None) -> dict  # throughput.json's contents
+    measure(table, scale, rounds=5, steps=10, cells=None, overrides=()) -> dict  # throughput.json
 
 `python -m results record TABLE --throughput --scale S` writes it to
 <runs>/<table>/<scale>[/reading-<name>]/throughput.json, where results/claims.py judges a claim
-on a throughput metric from it.
+on a throughput metric from it; with `-o OVERRIDE --variant NAME` (e.g. the full-width model) to
+throughput-NAME.json beside it, which is shown and kept but judges nothing.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ def _block(r, steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def measure(table, scale: str, rounds: int = 5, steps: int = 10, cells=None) -> dict:
-    """Every chosen cell of `table` (cell ids; default all) timed side by side at `scale`."""
+def measure(table, scale: str, rounds: int = 5, steps: int = 10, cells=None, overrides=(),
+            progress=None) -> dict:
+    """Every chosen cell of `table` (cell ids; default all) timed side by side at `scale`, each
+    cell's config with `overrides` (Hydra overrides, e.g. scale.model_kwargs.resnet18.width=64)
+    after its own; progress(text), when given, hears of each cell built and each round timed."""
     from omegaconf import OmegaConf
 
     from looksam import host_devices
@@ -83,29 +87,35 @@ def measure(table, scale: str, rounds: int = 5, steps: int = 10, cells=None) -> 
         raise ValueError(f"{table.id}: no cell(s) {unknown}; choose from {[c.id for c in table.cells]}")
     if rounds < 1 or steps < 1:
         raise ValueError(f"--rounds {rounds} and --steps {steps} must be at least 1")
-    cfgs = [OmegaConf.create(c) for c in compose.configs(chosen, scale)]
+    say = progress or (lambda text: None)
+    cfgs = [OmegaConf.create(c) for c in compose.configs(
+        [dataclasses.replace(c, overrides=(*c.overrides, *overrides)) for c in chosen], scale)]
     host_devices.configure(cfgs[0].trainer)  # before JAX starts, as the trainer does (first cell's)
     import jax
 
     from looksam import train
 
-    runners = {cell.id: _runner(cfg) for cell, cfg in zip(chosen, cfgs, strict=True)}
-    for r in runners.values():
+    runners = {}
+    for cell, cfg in zip(chosen, cfgs, strict=True):
+        runners[cell.id] = r = _runner(cfg)
         r["steps"] = math.ceil(steps / r["est"].period) * r["est"].period  # whole periods
         _block(r, r["steps"])  # warm-up, untimed
         r["rates"] = []
+        say(f"built and warmed {cell.id} ({len(runners)}/{len(chosen)})")
     ids = list(runners)
     for i in range(rounds):
         for cell_id in ids[i % len(ids):] + ids[:i % len(ids)]:
             r = runners[cell_id]
             r["rates"].append(r["images"] * r["steps"] / _block(r, r["steps"]))
+        say(f"round {i + 1}/{rounds}: " + ", ".join(f"{c} {runners[c]['rates'][-1]:,.0f}" for c in ids)
+            + " images/s")
     out = {}
     for cell, cfg in zip(chosen, cfgs, strict=True):
         r = runners[cell.id]
         out[cell.id] = dict(method=cfg.sam.method, m=cfg.sam.get("m"), period=r["est"].period,
-                            model=cfg.model.name,
+                            model=cfg.model.name, model_kwargs=OmegaConf.to_container(cfg.model.kwargs),
                             batch_size=r["images"], image_size=int(r["batch"]["image"].shape[1]),
                             steps_per_round=r["steps"], images_per_sec=r["rates"],
                             median=statistics.median(r["rates"]))
-    return dict(table=table.id, scale=scale, reading=table.reading_name, rounds=rounds, steps=steps,
-                machine=train.environment(jax.devices()), cells=out)
+    return dict(table=table.id, scale=scale, reading=table.reading_name, overrides=list(overrides),
+                rounds=rounds, steps=steps, machine=train.environment(jax.devices()), cells=out)

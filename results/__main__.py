@@ -9,6 +9,7 @@
     python -m results claims looksam_iclr_cifar10 --scale afternoon [--runs DIR] [--strict]
     python -m results record looksam_iclr_cifar10 --runs runs/evidence --scale afternoon
     python -m results record --throughput esam_table1 --scale afternoon [--rounds N] [--steps K]
+        [-o scale.model_kwargs.resnet18.width=64 --variant full-width] [--replace]
     python -m results sweep runs/evidence/looksam_iclr_cifar10/afternoon/resnet18/looksam5
     python -m results landscape RUN_DIR [--scale cpu|paper] [--grid N] [--groups G] [--images M]
 
@@ -165,18 +166,34 @@ def _record(args) -> int:
 
 def _record_throughput(args) -> int:
     import json
-
-    from looksam import throughput  # JAX: only when measuring
+    import re
 
     table = registry.load(args.table, pathlib.Path(args.tables), reading=args.reading)
-    measured = throughput.measure(table, args.scale, rounds=args.rounds, steps=args.steps,
-                                  cells=args.cells)
+    if args.override and not args.variant:
+        print("error: --throughput with -o needs --variant NAME: the measurement goes to "
+              "throughput-NAME.json, so that throughput.json stays the scale's own (the one claims "
+              "read)", file=sys.stderr)
+        return 2
+    if args.variant and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.variant):
+        print(f"error: --variant {args.variant!r}: use lower-case letters, digits and '-'", file=sys.stderr)
+        return 2
     out = registry.scale_dir(args.runs or args.into, table.id, args.scale, table.reading_name)
+    path = out / collect.throughput_file(args.variant)
+    if path.exists() and not args.replace:
+        print(f"error: {path} exists (a recorded measurement); pass --replace to measure again and "
+              "overwrite it", file=sys.stderr)
+        return 2
+    from looksam import throughput  # JAX: only when measuring
+
+    measured = throughput.measure(table, args.scale, rounds=args.rounds, steps=args.steps,
+                                  cells=args.cells, overrides=tuple(args.override or ()),
+                                  progress=lambda text: print(text, file=sys.stderr, flush=True))
     out.mkdir(parents=True, exist_ok=True)
-    path = out / collect.THROUGHPUT_FILE
     path.write_text(json.dumps(measured, indent=1) + "\n")
     for cell_id, cell in measured["cells"].items():
-        print(f"{cell_id}: {cell['median']:,.1f} images/s (median of {args.rounds} rounds)")
+        rates = cell["images_per_sec"]
+        print(f"{cell_id}: {cell['median']:,.1f} images/s (median of {len(rates)} rounds, "
+              f"{min(rates):,.1f}-{max(rates):,.1f})")
     print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -265,6 +282,11 @@ def main(argv=None) -> int:
                      help="--throughput: steps per cell and round, rounded up to whole periods")
     rec.add_argument("--cells", nargs="+", default=None, metavar="ROW/COLUMN",
                      help="--throughput: only these cells (default: all)")
+    rec.add_argument("-o", "--override", action="append", metavar="KEY=VALUE",
+                     help="--throughput: a Hydra override for every cell (repeatable; needs --variant), "
+                          "e.g. scale.model_kwargs.resnet18.width=64 for the full-width model")
+    rec.add_argument("--variant", default=None,
+                     help="--throughput: write throughput-VARIANT.json (shown, judges no claim)")
     rec.set_defaults(fn=_record)
     la = sub.add_parser("landscape", help="the loss landscape around a run's final checkpoint "
                                           "(ESAM Figure 4; results/landscape.py)")

@@ -137,7 +137,8 @@ def check_table(table, results: Mapping) -> list[Check]:
             values = [ours_values(results.get(cell.id), key, throughput) for cell in (lhs, rhs)]
             result, d, se = verdict(claim.op, values[0], values[1], claim.factor, claim.tolerance,
                                     statistics.median if throughput else mean)
-            sources = tuple(evidence_source(results.get(c.id)) for c in (lhs, rhs))
+            # A throughput claim's values are this table's own measurement, not shared runs.
+            sources = tuple(None if throughput else evidence_source(results.get(c.id)) for c in (lhs, rhs))
             checks.append(Check(claim, at, lhs.id, rhs.id, paper, paper_verdict, tuple(values), d,
                                 se, shown(claim, result), sources))
     return checks

@@ -3,7 +3,8 @@
 Local layout: `<runs>/<table id>/<scale>/<row id>/<column id>/seed<k>/summary.json`. A seed
 directory without summary.json is "running" when the trainer has started in it (`checkpoints/` or
 `.hydra/`), else "missing"; no directory is "missing". `<runs>/<table id>/<scale>/throughput.json`
-(`read_throughput`), when there is one, gives each cell's side-by-side images/s per round.
+(`read_throughput`), when there is one, gives each cell's side-by-side images/s per round, and
+each throughput-<variant>.json beside it the same for a variant (e.g. the full-width model).
 `collect_wandb` reads the same structure from a wandb project (runs grouped
 `<table>/<scale>[/<reading>]`, or by table id alone as before that grouping); no throughput.json.
 """
@@ -39,6 +40,8 @@ class CellResult:
     messages: dict[str, str] = dataclasses.field(default_factory=dict)  # seed -> failure message
     # images/s of each round of the side-by-side measurement (throughput.json); () without one
     throughput: tuple[float, ...] = ()
+    # the same from each throughput-<variant>.json (e.g. full-width): variant -> rounds
+    throughput_variants: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def n_completed(self) -> int:
@@ -132,20 +135,38 @@ def collect(table, runs_dir, scale: str = "cpu") -> dict[str, CellResult]:
                                     reading=table.reading_name).parent
         seed_dirs = sorted((p for p in cell_dir.glob("seed*") if p.is_dir()), key=_seed_order)
         results[cell.id] = cell_result({p.name: read_seed(p) for p in seed_dirs}, keys)
-    rounds = read_throughput(registry.scale_dir(runs_dir, table.id, scale, table.reading_name))
-    for cell_id, values in rounds.items():
+    scale_dir = registry.scale_dir(runs_dir, table.id, scale, table.reading_name)
+    for cell_id, values in read_throughput(scale_dir).items():
         if cell_id in results:
             results[cell_id] = dataclasses.replace(results[cell_id], throughput=values)
+    for variant in throughput_variants(scale_dir):
+        for cell_id, values in read_throughput(scale_dir, variant).items():
+            if cell_id in results:
+                results[cell_id].throughput_variants[variant] = values
     return results
 
 
 THROUGHPUT_FILE = "throughput.json"  # written by `python -m results record --throughput`
 
 
-def read_throughput(scale_dir) -> dict[str, tuple[float, ...]]:
-    """Cell id -> images/s of each round, from <scale_dir>/throughput.json (looksam/throughput.py);
-    empty without that file. An unreadable file is an error: it must not pass for no measurement."""
-    path = pathlib.Path(scale_dir) / THROUGHPUT_FILE
+def throughput_file(variant: str | None = None) -> str:
+    """throughput.json (the scale's own cells: claims read it), or throughput-<variant>.json (the
+    cells with extra overrides, e.g. the full-width model: shown beside it, judges nothing)."""
+    return THROUGHPUT_FILE if variant is None else f"throughput-{variant}.json"
+
+
+def throughput_variants(scale_dir) -> list[str]:
+    """The variants measured in scale_dir (throughput-<variant>.json), sorted."""
+    prefix, suffix = "throughput-", ".json"
+    found = pathlib.Path(scale_dir).glob(f"{prefix}*{suffix}")
+    return sorted(p.name[len(prefix):-len(suffix)] for p in found)
+
+
+def read_throughput(scale_dir, variant: str | None = None) -> dict[str, tuple[float, ...]]:
+    """Cell id -> images/s of each round, from <scale_dir>/throughput[-variant].json
+    (looksam/throughput.py); empty without that file. An unreadable file is an error: it must not
+    pass for no measurement."""
+    path = pathlib.Path(scale_dir) / throughput_file(variant)
     if not path.is_file():
         return {}
     try:

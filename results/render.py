@@ -3,8 +3,10 @@
 Every cell shows, per metric: ours (mean ± sample std over seeds, x the metric's `scale`, in
 its `format`), the paper's value (± its std where printed) and, for accuracy, Δ = ours − paper.
 Time and throughput metrics also show their ratio to the base column of the same row, for ours and
-for the paper. Below the table: the cost of each method relative to the base column (the paper's,
-ours measured, and the spec's ideal), the cells that did not complete, and the table's notes.
+for the paper (ours: the runs' own images/s). Below the table: the cost of each method relative to
+the base column (the paper's; ours measured side by side in one process, throughput.json; ours from
+the runs; and the spec's ideal), the claims (a throughput claim judged on the side-by-side
+measurement), the cells that did not complete, and the table's notes.
 
 The cell texts are built once as plain Unicode (`cell_lines`); each output format only escapes
 and joins them.
@@ -16,6 +18,7 @@ import dataclasses
 import html
 import pathlib
 import re
+import statistics
 
 from reproduce import compose
 from results import claims as claims_lib
@@ -228,16 +231,23 @@ def _mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _median(values) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def cost_rows(table, results) -> list[dict]:
-    """Per column: paper, measured and ideal cost relative to the base column (mean over rows)."""
+    """Per column: the paper's, ours measured side by side (throughput.json's medians), ours from the
+    runs' own images/s, and the ideal cost, each relative to the base column (mean over rows)."""
     if table.base_column is None:
         return []
     paper_metric = next(((i, m) for i, m in enumerate(table.metrics) if m.kind in RATIO_KINDS), None)
     cells = {c.id: c for c in table.cells}
     base_ideal = ideal_cost(table, table.base_column, results)
+    variants = throughput_variants(results)
     rows = []
     for column in table.columns:
-        paper, measured = [], []
+        paper, side_by_side, runs = [], [], []
+        by_variant = {v: [] for v in variants}
         for row in table.rows:
             cell = cells.get(f"{row['id']}/{column['id']}")
             base = cells.get(f"{row['id']}/{table.base_column}")
@@ -249,18 +259,36 @@ def cost_rows(table, results) -> list[dict]:
                                          paper_mean_std(base.paper[i])[0], m.kind))
             ours, ours_base = results.get(cell.id), results.get(base.id)
             if ours and ours_base:
-                measured.append(_cost_ratio(ours.mean.get("images_per_sec"),
-                                            ours_base.mean.get("images_per_sec"), "throughput")
-                                or _cost_ratio(ours.mean.get("seconds_per_epoch"),
-                                               ours_base.mean.get("seconds_per_epoch"), "time"))
+                runs.append(_cost_ratio(ours.mean.get("images_per_sec"),
+                                        ours_base.mean.get("images_per_sec"), "throughput")
+                            or _cost_ratio(ours.mean.get("seconds_per_epoch"),
+                                           ours_base.mean.get("seconds_per_epoch"), "time"))
+                side_by_side.append(_cost_ratio(_median(ours.throughput), _median(ours_base.throughput),
+                                                "throughput"))
+                for v in variants:
+                    by_variant[v].append(_cost_ratio(_median(ours.throughput_variants.get(v)),
+                                                     _median(ours_base.throughput_variants.get(v)),
+                                                     "throughput"))
         ideal = ideal_cost(table, column["id"], results)
         rows.append({"column": column["id"], "label": column["label"], "paper": _mean(paper),
-                     "measured": _mean(measured), "ideal": ratio(ideal, base_ideal)})
+                     "side_by_side": _mean(side_by_side),
+                     **{f"variant:{v}": _mean(by_variant[v]) for v in variants},
+                     "runs": _mean(runs), "ideal": ratio(ideal, base_ideal)})
     return rows
 
 
+def throughput_variants(results) -> list[str]:
+    return sorted({v for r in results.values() for v in r.throughput_variants})
+
+
+def cost_head(results) -> list[str]:
+    return (["Method", "paper", "side by side"] + [f"side by side, {v}" for v in throughput_variants(results)]
+            + ["runs", "ideal (spec)"])
+
+
 def cost_grid(table, results) -> list[list[str]]:
-    return [[r["label"]] + ["—" if r[k] is None else f"{r[k]:.2f}" for k in ("paper", "measured", "ideal")]
+    keys = ("paper", "side_by_side", *(f"variant:{v}" for v in throughput_variants(results)), "runs", "ideal")
+    return [[r["label"]] + ["—" if r[k] is None else f"{r[k]:.2f}" for k in keys]
             for r in cost_rows(table, results)]
 
 
@@ -269,8 +297,12 @@ def cost_caption(table) -> str:
     paper = (f"the paper's from its {paper_metric.label}" if paper_metric
              else "the paper prints no time or throughput here")
     return (f"Step time relative to {table.label('column', table.base_column)} (mean over rows): "
-            f"{paper}; measured from our images/s (else s/epoch); ideal: the spec's forward+backward "
-            "passes per step (a forward alone counts 1/3).")
+            f"{paper}; side by side: each cell's trainer step timed in one process in alternating "
+            "rounds, the ratio of the medians (throughput.json, `python -m results record "
+            "--throughput`), the measurement throughput claims are judged on (a named variant, e.g. "
+            "full-width: the same cells with that change, throughput-<variant>.json); runs: the training "
+            "runs' own images/s (else s/epoch), made at different times and loads; ideal: the spec's "
+            "forward+backward passes per step (a forward alone counts 1/3).")
 
 
 # ---- claims -----------------------------------------------------------------------------------
@@ -292,6 +324,9 @@ def _ours_values(values, metric) -> str:
     if not values:
         return "missing"
     spec = metric_spec(metric)
+    if metric.kind == "throughput":  # rounds of the side-by-side measurement (results/claims.py)
+        return (f"{fmt(statistics.median(values) * metric.scale, spec)} (median of {len(values)} "
+                "rounds, side by side)")
     mean, sd = collect_lib.mean_std(values)
     if sd is None:
         return f"{fmt(mean * metric.scale, spec)} (n=1)"
@@ -333,9 +368,11 @@ def claim_notes(table) -> list[str]:
 
 
 CLAIMS_LEGEND = ("d = mean(ours, lhs) − factor × mean(ours, rhs) on the final test accuracy "
-                 "(time and throughput: the metric itself); ± is the sample std over seeds (ddof 1) "
-                 "in the Ours columns and 2 standard errors of d in the d column, and the verdict "
-                 "rule (results/claims.py) is d against 2 standard errors.")
+                 "(time: the metric itself; throughput: the medians over the rounds of the "
+                 "side-by-side measurement, throughput.json, never the runs' own images/s); ± is the "
+                 "sample std over seeds (ddof 1) in the Ours columns and 2 standard errors of d (over "
+                 "seeds, or rounds) in the d column, and the verdict rule (results/claims.py) is d "
+                 "against 2 standard errors.")
 
 
 # ---- header, status and notes ------------------------------------------------------------------
@@ -428,7 +465,7 @@ def markdown(table, results, scale: str, source: str, images: tuple[str, ...] = 
     costs = cost_grid(table, results)
     if costs:
         lines += ["## Cost relative to the base column", "", cost_caption(table), ""]
-        lines += _md_table(["Method", "paper", "measured", "ideal (spec)"],
+        lines += _md_table(cost_head(results),
                            [[_md(x) for x in row] for row in costs]) + [""]
     lines += markdown_claims(table, results)
     failed = incomplete(table, results)
@@ -475,8 +512,8 @@ def latex(table, results, scale: str) -> str:
     lines.append(r"\end{tabular}")
     costs = cost_grid(table, results)
     if costs:
-        lines += ["", f"% {cost_caption(table)}", r"\begin{tabular}{lccc}", r"\toprule",
-                  r"Method & paper & measured & ideal (spec) \\", r"\midrule"]
+        lines += ["", f"% {cost_caption(table)}", r"\begin{tabular}{l" + "c" * (len(costs[0]) - 1) + "}",
+                  r"\toprule", " & ".join(tex_escape(x) for x in cost_head(results)) + r" \\", r"\midrule"]
         lines += [" & ".join(tex_escape(x) for x in row) + r" \\" for row in costs]
         lines += [r"\bottomrule", r"\end{tabular}"]
     rows = claim_rows(table, results)
@@ -621,7 +658,7 @@ def html_body(table, results, scale: str, source: str, images: tuple[str, ...] =
     costs = cost_grid(table, results)
     if costs:
         lines += [f"<{sub}>Cost relative to the base column</{sub}>", f"<p>{e(cost_caption(table))}</p>"]
-        lines += _html_table(["Method", "paper", "measured", "ideal (spec)"],
+        lines += _html_table([e(x) for x in cost_head(results)],
                              [[e(x) for x in row] for row in costs])
     lines.append(f"<{sub}>Claims</{sub}>")
     if table.claims:

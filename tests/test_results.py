@@ -111,12 +111,13 @@ def test_cost_table_ideal_and_measured(rendered):
     _, _, _, md = rendered
 
     def cost_row(label):
-        line = next(x for x in md.splitlines() if x.startswith(f"| {label} |") and x.count("|") == 5)
+        line = next(x for x in md.splitlines() if x.startswith(f"| {label} |") and x.count("|") == 6)
         return [c.strip() for c in line.strip("|").split("|")]
 
-    assert cost_row("LookSAM-5") == ["LookSAM-5", "—", f"{1000 / 830:.2f}", "1.20"]
-    assert cost_row("SAM") == ["SAM", "—", "2.00", "2.00"]
-    assert cost_row("SAM-10")[3] == "1.10"  # never run: from its composed config (sam_k, k=10)
+    # Method, paper, side by side (no throughput.json here), runs, ideal
+    assert cost_row("LookSAM-5") == ["LookSAM-5", "—", "—", f"{1000 / 830:.2f}", "1.20"]
+    assert cost_row("SAM") == ["SAM", "—", "—", "2.00", "2.00"]
+    assert cost_row("SAM-10")[4] == "1.10"  # never run: from its composed config (sam_k, k=10)
 
 
 def test_never_run_cells_take_cost_and_parameters_from_the_composed_config():
@@ -224,10 +225,32 @@ def test_throughput_ratio_to_the_base_column(throughput_table, tmp_path):
     assert "72.0 ± 1.4 · paper 80.5 ± 0.1 · Δ -8.5" in md
     assert "— missing · paper —" in md  # SAM: no run, no printed throughput
     sam_row = next(x for x in md.splitlines() if x.startswith("| SAM |"))
-    assert sam_row.replace(" ", "") == "|SAM|—|—|2.00|"
+    assert sam_row.replace(" ", "") == "|SAM|—|—|—|2.00|"
     looksam_row = next(x for x in md.splitlines() if x.startswith("| LookSAM-5 |"))
-    assert looksam_row.replace(" ", "") == "|LookSAM-5|2.00|1.67|1.20|"  # paper 3434/1717
+    assert looksam_row.replace(" ", "") == "|LookSAM-5|2.00|—|1.67|1.20|"  # paper 3434/1717
     assert "A note on the test table." in md
+
+
+def test_cost_table_side_by_side_and_a_variant(throughput_table, tmp_path):
+    """The cost columns read throughput.json's medians (and throughput-<variant>.json's), apart from
+    the runs' own images/s; LaTeX and HTML carry the same columns."""
+    table, runs = throughput_table()
+    scale_dir = registry.scale_dir(runs, table.id, SCALE)
+    for name, rounds in (("throughput.json", {"vit/sgd": [900.0, 1000.0, 1300.0],  # median 1000
+                                              "vit/looksam5": [400.0, 800.0, 500.0]}),  # median 500
+                         ("throughput-full-width.json", {"vit/sgd": [40.0, 30.0],  # median 35
+                                                         "vit/looksam5": [25.0, 25.0]})):
+        cells = {c: {"images_per_sec": v} for c, v in rounds.items()}
+        (scale_dir / name).write_text(json.dumps({"cells": cells}))
+    paths = cli.write(table, collect.collect(table, runs, SCALE), SCALE, "test", tmp_path / "out")
+    md = paths["md"].read_text()
+    assert "| Method | paper | side by side | side by side, full-width | runs | ideal (spec) |" in md
+    looksam_row = next(x for x in md.splitlines() if x.startswith("| LookSAM-5 |"))
+    # paper 3434/1717; side by side 1000/500; full width 35/25; runs 1000/600; ideal 1.2/1
+    assert looksam_row.replace(" ", "") == "|LookSAM-5|2.00|2.00|1.40|1.67|1.20|"
+    tex = paths["tex"].read_text()
+    assert r"\begin{tabular}{lccccc}" in tex and "LookSAM-5 & 2.00 & 2.00 & 1.40 & 1.67 & 1.20" in tex
+    assert "<th>side by side, full-width</th>" in paths["html"].read_text()
 
 
 def test_ratio_to_a_second_column(throughput_table, tmp_path):
@@ -332,7 +355,7 @@ def test_cli_with_no_runs_at_all(tmp_path, capsys):
     assert cli.main(["render", TABLE, "--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 0
     md = capsys.readouterr().out
     assert md.count("— missing") == len(registry.load(TABLE).cells)
-    assert re.search(r"\| SAM \| — \| — \| 2\.00 \|", md)
+    assert re.search(r"\| SAM \| — \| — \| — \| 2\.00 \|", md)
     assert {p.suffix for p in tmp_path.iterdir()} >= {".md", ".tex", ".html"}
 
 

@@ -101,3 +101,36 @@ def test_throughput_claim_missing_without_measurement(tmp_path):
     assert cli.main(["claims", TABLE, "--scale", SCALE, "--runs", str(tmp_path)]) == 0
     write_throughput(tmp_path, {f"{ROW}/esam": [90.0, 91.0, 92.0], f"{ROW}/sam": [100.0, 101.0, 102.0]})
     assert check(tmp_path, "esam_faster_than_sam").verdict == claims.FAILS
+
+
+def test_record_throughput_refuses_before_measuring(tmp_path, capsys):
+    """An override without a variant would pass for the scale's own measurement, and an existing
+    file is a recorded result: both stop before anything is built, naming the fix."""
+    base = ["record", "--throughput", TABLE, "--scale", SCALE, "--runs", str(tmp_path)]
+    assert cli.main([*base, "-o", "scale.model_kwargs.resnet18.width=64"]) == 2
+    assert "--variant NAME" in capsys.readouterr().err
+    assert cli.main([*base, "-o", "x=1", "--variant", "Full Width"]) == 2
+    assert "lower-case" in capsys.readouterr().err
+    write_throughput(tmp_path, {f"{ROW}/sam": [1.0]})
+    before = (registry.scale_dir(tmp_path, TABLE, SCALE) / "throughput.json").read_text()
+    assert cli.main(base) == 2
+    assert "--replace" in capsys.readouterr().err
+    assert (registry.scale_dir(tmp_path, TABLE, SCALE) / "throughput.json").read_text() == before
+
+
+def test_record_throughput_variant_applies_its_overrides(tmp_path):
+    """-o reaches every cell's config (the width shows in the model's parameter count: the step
+    builds a wider model, so it is slower), and the file is the variant's, not throughput.json."""
+    cell = f"{ROW}/sgd"
+    assert cli.main(["record", "--throughput", TABLE, "--scale", SCALE, "--runs", str(tmp_path),
+                     "--rounds", "1", "--steps", "1", "--cells", cell,
+                     "-o", "scale.model_kwargs.resnet18.width=4", "--variant", "narrow"]) == 0
+    scale_dir = registry.scale_dir(tmp_path, TABLE, SCALE)
+    assert not (scale_dir / "throughput.json").exists()
+    data = json.loads((scale_dir / "throughput-narrow.json").read_text())
+    assert data["overrides"] == ["scale.model_kwargs.resnet18.width=4"]
+    assert data["cells"][cell]["model_kwargs"]["width"] == 4
+    assert collect.throughput_variants(scale_dir) == ["narrow"]
+    results = collect.collect(registry.load(TABLE), tmp_path, SCALE)
+    assert results[cell].throughput_variants == {"narrow": tuple(data["cells"][cell]["images_per_sec"])}
+    assert results[cell].throughput == ()
