@@ -98,6 +98,9 @@ class SamConfig:
     m: Optional[int] = sam_defaults.DEFAULTS["m"]
     drift_interval: Optional[int] = None  # LookSAM Figure 2 diagnostic (methods perturbing every step)
     subset_cosines: bool = False  # ESAM Figure 6 diagnostic (esam with gamma < 1; one extra pass)
+    # ESAM's SWP without the dropped kernels' weight gradients (looksam/sam/swp_skip.py): the same
+    # update; for accelerators (a convolution inside lax.cond is slow on XLA:CPU).
+    swp_skip: bool = sam_defaults.DEFAULTS["swp_skip"]
     # Which forwards of a step update BatchNorm's running statistics: "clean" (the spec: the pass at
     # w alone) or "every_forward" (each training forward in the order it ran, as ESAM's official
     # code does, its model in train mode throughout). The trainer applies it; no method reads it.

@@ -24,7 +24,7 @@ RESUMABLE = ("logger", "distributed", "scale", "table", "cell", "variant", "read
 
 # without one computed what the schema's default computes, so a missing key reads as that default.
 # A new setting joins here only if its default changes nothing.
-ADDED_LATER = ("data.cutout", "data.cutout_probability", "sam.selection", "sam.batchnorm")
+ADDED_LATER = ("data.cutout", "data.cutout_probability", "sam.selection", "sam.batchnorm", "sam.swp_skip")
 
 
 @functools.cache

@@ -48,6 +48,9 @@ METHODS = {
     # looped groups (the estimator's group_map; "auto" loops on CPU).
     "esam-code-vmap": ("esam", dict(beta=0.6, gamma=0.5, m=64, selection="official", group_map="vmap"), None),
     "esam-code-loop": ("esam", dict(beta=0.6, gamma=0.5, m=64, selection="official", group_map="loop"), None),
+    # sam.swp_skip: the dropped kernels' weight gradients skipped in a lax.cond per layer.
+    "esam-skip": ("esam", dict(beta=0.6, gamma=0.5, swp_skip=True), None),
+    "esam-swp-skip": ("esam", dict(beta=0.6, gamma=1.0, swp_skip=True), None),
     "sam-m64-vmap": ("sam", dict(m=64, group_map="vmap"), None),
     "sam-m64-loop": ("sam", dict(m=64, group_map="loop"), None),
 }

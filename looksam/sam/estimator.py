@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax.tree_utils as otu
 
-from looksam.sam import batching, diagnostics, esam, look, perturb
+from looksam.sam import batching, diagnostics, esam, look, perturb, swp_skip
 
 
 class _Kind(NamedTuple):
@@ -50,11 +50,11 @@ HPARAMS = {
     "looksam": ("rho", "k", "alpha"),
     "layersam": ("rho",),
     "look_layersam": ("rho", "k", "alpha"),
-    "esam": ("rho", "beta", "gamma", "selection", "subset_cosines"),
+    "esam": ("rho", "beta", "gamma", "selection", "subset_cosines", "swp_skip"),
 }
 DEFAULTS = dict(rho=0.05, k=5, alpha=0.7, beta=0.6, gamma=0.5, selection="ceil", adaptive=False, m=None,
                 microbatch=None, in_graph="auto", batch_sharding=None, drift_interval=None,
-                subset_cosines=False, group_map="auto")
+                subset_cosines=False, group_map="auto", swp_skip=False)
 IN_GRAPH = ("auto", "cond", "select")
 GROUP_MAPS = ("auto", "vmap", "loop")
 
@@ -134,6 +134,10 @@ class Estimator:
     # How m-sharpness groups run: "vmap", "loop" (unrolled, one group after the other), or "auto":
     # loop on CPU, vmap elsewhere (`_loops_over_groups`). The same values either way.
     group_map: str = "auto"
+    # SWP (beta < 1): skip the dropped kernels' weight gradients in the clean backward instead of
+    # zeroing them afterwards (swp_skip.py; the same update; meant for accelerators, slow on CPU).
+    # The metrics grad_norm and cos_g_gs then see the kept tensors' clean gradient only.
+    swp_skip: bool = False
     # Derived from the fields above on construction (so dataclasses.replace re-derives it too).
     parts: Parts = dataclasses.field(init=False, repr=False, compare=False)
 
@@ -288,8 +292,10 @@ class Estimator:
         returned with the sums so that m-sharpness averages it over groups). `forward_aux`: the
         aux of the training forwards after the clean one, in order (GradientOutput.forward_aux).
         """
-        g, losses, aux = batching.mean_grad(loss_fn, params, batch, size)
-        perturbed = otu.tree_add(params, self._epsilon(params, g, rng))
+        mask = esam.swp_mask(rng, params, self.beta) if self.parts.swp else None
+        with swp_skip.skipping(mask if self.swp_skip else None):
+            g, losses, aux = batching.mean_grad(loss_fn, params, batch, size)
+        perturbed = otu.tree_add(params, self._epsilon(params, g, mask))
         selected = jnp.ones(losses.shape, bool)
         cosines = {}
         if self.parts.sds:
@@ -322,10 +328,10 @@ class Estimator:
             batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
         return batch
 
-    def _epsilon(self, params, g, rng):
+    def _epsilon(self, params, g, mask):
         rho = self.rho
-        if self.parts.swp:  # ESAM's SWP: the kept leaves of g, scaled as the official code does
-            g = esam.apply_mask(esam.swp_mask(rng, params, self.beta), g)
+        if mask is not None:  # ESAM's SWP: the kept leaves of g, scaled as the official code does
+            g = esam.apply_mask(mask, g)
             rho = rho / self.beta
         return _EPSILON[self.parts.perturbation](params, g, rho)
 
@@ -430,6 +436,8 @@ def make(method: str, **hparams) -> Estimator:
     m, mb = hp["m"], hp["microbatch"]
     if not isinstance(hp["subset_cosines"], bool):
         raise ValueError(f"subset_cosines must be True or False, got {hp['subset_cosines']!r}")
+    if not isinstance(hp["swp_skip"], bool):
+        raise ValueError(f"swp_skip must be True or False, got {hp['swp_skip']!r}")
     if hp["subset_cosines"] and hp["gamma"] >= 1:
         raise ValueError(f"subset_cosines needs gamma < 1 (got gamma={hp['gamma']!r}): with gamma "
                          "= 1 SDS selects the whole batch and there is no rejected subset B-")
@@ -445,7 +453,7 @@ def make(method: str, **hparams) -> Estimator:
                      m=None if m is None else int(m), microbatch=None if mb is None else int(mb),
                      in_graph=hp["in_graph"], batch_sharding=hp["batch_sharding"],
                      drift_interval=hp["drift_interval"], subset_cosines=hp["subset_cosines"],
-                     group_map=hp["group_map"])
+                     group_map=hp["group_map"], swp_skip=hp["swp_skip"])
 
 
 def _check_real(value, name, valid, ok):
