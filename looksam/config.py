@@ -367,14 +367,21 @@ def validated_estimator(cfg: DictConfig):
 def estimator(cfg: DictConfig):
     """The estimator cfg.sam names: sam.make with the method's own hyper-parameters (others are
     ignored) and trainer.microbatch; no other value is checked (`validated_estimator` checks all)."""
+    return sam_estimator(cfg.sam, cfg.trainer.microbatch)
+
+
+def sam_estimator(sam_settings, microbatch=None):
+    """The estimator of a `sam` group (a config node, or a run summary's resolved `config.sam`
+    dict): its method with that method's own settings; a setting the group lacks (a summary
+    written before it existed) takes the estimator's default."""
     from looksam import sam
 
-    method = cfg.sam.method
+    method = sam_settings.get("method") or "none"
     if method not in sam.METHODS:
         raise ValueError(f"sam.method={method!r}: choose one of {sam.METHODS}")
     keys = list(sam.HPARAMS[method]) + ([] if method == "none" else ["adaptive", "m", "drift_interval"])
     try:
-        return sam.make(method, microbatch=cfg.trainer.microbatch,
-                        **{k: cfg.sam[k] for k in keys})
+        return sam.make(method, microbatch=microbatch,
+                        **{k: sam_settings[k] for k in keys if k in sam_settings})
     except ValueError as e:  # "k=0 is out of range": name the key the user set, sam.k
         raise ValueError(f"sam.{e}" if re.match(r"\w+=", str(e)) else f"sam: {e}") from None

@@ -20,6 +20,7 @@ import pathlib
 import re
 import statistics
 
+from looksam import config
 from reproduce import compose
 from results import claims as claims_lib
 from results import collect as collect_lib
@@ -189,16 +190,13 @@ def grid(table, results) -> list[tuple[str, list[list[str] | None]]]:
 # ---- cost relative to the base column ----------------------------------------------------------
 
 def estimator_cost(sam_config: dict | None) -> float | None:
-    """looksam.sam's ideal cost (passes per step) of a resolved `sam` config, else None."""
+    """The ideal cost (passes per step) of the estimator a run's resolved `sam` config builds
+    (looksam.config.sam_estimator, as the trainer builds it), else None."""
     if not isinstance(sam_config, dict):
         return None
     try:
-        from looksam import sam as sam_lib
-
-        method = sam_config.get("method") or "none"
-        hparams = {k: sam_config[k] for k in sam_lib.HPARAMS[method] if sam_config.get(k) is not None}
-        return sam_lib.make(method, **hparams).ideal_cost
-    except (ImportError, KeyError, ValueError, TypeError):
+        return config.sam_estimator(sam_config).ideal_cost
+    except (KeyError, ValueError, TypeError):
         return None
 
 
