@@ -27,10 +27,9 @@ import time
 def _runner(cfg):
     """(est, state, compiled steps, batch, images per step) of one composed config (a DictConfig)."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from looksam import config, models, train
+    from looksam import config, train
     from looksam.data import pipeline
 
     est = config.validated_estimator(cfg)
@@ -38,10 +37,7 @@ def _runner(cfg):
     _, replicated, sharded = train.make_mesh(t)
     spec = pipeline.spec(cfg.data.name)
     examples = cfg.data.mock_examples if cfg.data.mock else spec.train_examples
-    steps_per_epoch = max(examples // t.batch_size, 1)
-    model = models.create(cfg.model.name, num_classes=spec.num_classes,
-                          dtype=jnp.dtype(cfg.model.dtype), **cfg.model.kwargs)
-    schedule, tx = train.base_optimizer(cfg, steps_per_epoch, math.ceil(t.epochs * steps_per_epoch))
+    model, schedule, tx = train.model_and_optimizer(cfg, spec, max(examples // t.batch_size, 1))
     root_key = jax.random.key(t.seed)
     state = jax.device_put(train.initial_state(model, tx, est, spec.image_size, root_key), replicated)
     est = dataclasses.replace(est, batch_sharding=sharded)

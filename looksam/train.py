@@ -237,6 +237,14 @@ def base_optimizer(cfg, steps_per_epoch: int, epoch_steps: int):
     return schedule, tx
 
 
+def model_and_optimizer(cfg, ds_spec, steps_per_epoch: int):
+    """(model, lr schedule, optax transformation) of a run whose epoch is steps_per_epoch steps."""
+    model = models.create(cfg.model.name, num_classes=ds_spec.num_classes,
+                          dtype=jnp.dtype(cfg.model.dtype), **cfg.model.kwargs)
+    schedule, tx = base_optimizer(cfg, steps_per_epoch, math.ceil(cfg.trainer.epochs * steps_per_epoch))
+    return model, schedule, tx
+
+
 def initial_state(model, tx, est, image_size: int, root_key) -> TrainState:
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, image_size, image_size, 3)),
                                              train=False))(jax.random.fold_in(root_key, 2**31 - 1))
@@ -635,9 +643,7 @@ def _train(cfg, est, workdir: str) -> dict:
             log.info("%s already completed %d steps; nothing to do", workdir, finished["step"])
             return finished
 
-        model = models.create(cfg.model.name, num_classes=inputs.spec.num_classes,
-                              dtype=jnp.dtype(cfg.model.dtype), **cfg.model.kwargs)
-        schedule, tx = base_optimizer(cfg, steps_per_epoch, epoch_steps)
+        model, schedule, tx = model_and_optimizer(cfg, inputs.spec, steps_per_epoch)
         root_key = jax.random.key(t.seed)
         state, step, extra = restore_or_init(ckpt, initial_state(
             model, tx, est, inputs.spec.image_size, root_key), replicated, workdir)

@@ -1,6 +1,7 @@
 """Drivers behind `make reproduce-*` and `make list-tables`.
 
     python -m reproduce list                          # every table: cells, paper hardware/time, estimates
+    python -m reproduce plan esam_table1|all [--hardware tpu_v3] [--devices 8] [--mfu 0.4]
     python -m reproduce config esam_table1 resnet18_cifar10/esam [--scale cpu] [--seed 1] [--overrides]
     python -m reproduce run looksam_table1 --scale cpu [--seeds 3] [--launcher basic] [--runs DIR]
                                                        [--reading code] [-o data.data_dir=DIR ...]
@@ -302,6 +303,27 @@ def cmd_run(args) -> int:
     return code
 
 
+def cmd_plan(args) -> int:
+    from looksam import host_devices
+
+    flag = host_devices.FLAG
+    if flag in os.environ.get("XLA_FLAGS", ""):
+        set_to = int(re.search(rf"{flag}=(\d+)", os.environ["XLA_FLAGS"]).group(1))
+        if set_to < args.devices:
+            print(f"error: XLA_FLAGS sets {set_to} host devices, fewer than --devices {args.devices}: "
+                  "unset it or raise it", file=sys.stderr)
+            return 2
+    else:  # before JAX starts: the compilation spreads the batch over that many CPU devices
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={args.devices}".strip()
+    from reproduce import plan
+
+    try:
+        return plan.main(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -338,9 +360,22 @@ def main(argv=None) -> int:
     r.add_argument("--no-render", action="store_true")
     r.add_argument("-o", "--override", dest="overrides", action="append", default=[],
                    help="an extra Hydra override for every cell (repeatable), e.g. -o data.data_dir=DIR")
+    pl = sub.add_parser("plan", help="every cell compiled at its real size: FLOPs, memory and time "
+                                     "on given hardware (reproduce/plan.py)")
+    pl.add_argument("table", choices=["all", *registry.names()])
+    pl.add_argument("--scale", default="paper", choices=registry.scale_names())
+    pl.add_argument("--hardware", default="tpu_v3", help="a profile of configs/hardware/ (default: "
+                                                        "tpu_v3, the LookSAM papers')")
+    pl.add_argument("--devices", type=int, default=8,
+                    help="chips of --hardware the batch is spread over (simulated CPU devices for "
+                         "the compilation; default 8)")
+    pl.add_argument("--mfu", type=float, default=0.4, help="model-FLOPs utilisation assumed for the "
+                                                           "time (default 0.4)")
     args = p.parse_args(argv)
     if args.command == "list":
         return cmd_list(args)
+    if args.command == "plan":
+        return cmd_plan(args)
     try:
         return (cmd_config if args.command == "config" else cmd_run)(args)
     except (ValueError, KeyError) as e:  # a bad --sweep or cell id: one line that names the fix

@@ -1,0 +1,139 @@
+"""The plan: a cell's step compiled from abstract shapes (looksam/plan.py) counts the FLOPs of the
+analytic formulas, the cache makes a second call free, and the hardware arithmetic is the stated
+one (reproduce/plan.py)."""
+
+from __future__ import annotations
+
+import json
+
+import flax.linen as nn
+import jax
+import optax
+import pytest
+from omegaconf import OmegaConf
+
+from looksam import plan, sam, train
+from reproduce import __main__ as cli
+from reproduce import compose, registry
+from reproduce import plan as plan_cli
+
+BATCH, DEVICES = 1024, 2  # a batch large enough that the per-parameter work is < 1%
+
+
+class Dense2(nn.Module):  # 32x32x3 flattened -> 256 -> 10
+    @nn.compact
+    def __call__(self, x, train=True):
+        del train
+        return nn.Dense(10)(nn.relu(nn.Dense(256)(x.reshape(x.shape[0], -1))))
+
+
+class Conv2(nn.Module):  # 3x3 convolutions, VALID: 32x32x3 -> 30x30x128 -> 28x28x128, mean -> logits
+    @nn.compact
+    def __call__(self, x, train=True):
+        del train
+        x = nn.relu(nn.Conv(128, (3, 3), padding="VALID")(x))
+        return nn.Conv(128, (3, 3), padding="VALID")(x).mean((1, 2))
+
+
+def compiled_flops(model, method="none"):
+    _, replicated, sharded = train.make_mesh(OmegaConf.create(
+        {"num_devices": DEVICES, "batch_size": BATCH, "eval_batch_size": BATCH}))
+    est = sam.make(method)
+    cfg = OmegaConf.create({"trainer": {"batch_size": BATCH}, "data": {"mixup_alpha": 0.0,
+                                                                        "label_smoothing": 0.0}})
+    spec = type("Spec", (), {"image_size": 32, "num_classes": 10})
+    tx = optax.sgd(0.1, momentum=0.9)
+    branches = plan.compile_program(model, tx, est, lambda step: 0.1, 32, train.batch_shape(cfg, spec, sharded),
+                                    replicated, jax.random.key(0))
+    return plan.flops_per_step(branches, est.period), branches
+
+
+def test_dense_model_flops_are_the_matmuls():
+    # forward 2 B (3072*256 + 256*10); the weight gradients the same again; the input gradient of
+    # the second layer 2 B 256*10 (the first layer's input needs none). Bias, ReLU, softmax, the
+    # SGD-momentum update and the step's norms and finite checks (about 22 FLOPs per parameter,
+    # 17.8M) add 0.6% at this batch.
+    matmuls = 4 * BATCH * (3072 * 256 + 256 * 10) + 2 * BATCH * 256 * 10
+    flops, branches = compiled_flops(Dense2())
+    assert flops == pytest.approx(matmuls, rel=0.01)
+    assert flops > matmuls  # the element-wise work is there too, not less than the matmuls
+    assert set(branches) == {"step"}
+
+
+def test_conv_model_flops_are_the_convolutions():
+    # Per image, 2 * output positions * 9 taps * c_in * c_out per convolution (VALID: every tap
+    # inside the image): forward and weight gradient for both, the input gradient for the second.
+    # The biases, ReLU and mean (about 0.5 M FLOPs per image) add 0.1%.
+    conv = lambda size, c_in, c_out: 2 * size * size * 9 * c_in * c_out  # noqa: E731
+    analytic = BATCH * (2 * (conv(30, 3, 128) + conv(28, 128, 128)) + conv(28, 128, 128))
+    flops, _ = compiled_flops(Conv2())
+    assert flops == pytest.approx(analytic, rel=0.005)
+
+
+def test_sam_costs_two_steps_and_looksam_is_averaged_over_its_period():
+    none, _ = compiled_flops(Conv2())
+    assert compiled_flops(Conv2(), "sam")[0] / none == pytest.approx(2.0, rel=0.03)
+    looksam, branches = compiled_flops(Conv2(), "looksam")  # k = 5: (2 + 4 x 1) / 5 = 1.2 steps
+    assert set(branches) == {"sam_step", "reuse_step"}
+    assert looksam / none == pytest.approx(1.2, rel=0.03)
+
+
+def test_hours_follow_flops_peak_and_utilisation():
+    entry = {"epochs": 2.0, "train_examples": 1000, "batch_size": 100, "flops_per_step": 3e12,
+             "dtype": "bfloat16"}
+    profile = {"peak_tflops": {"bfloat16": 100.0, "float32": 50.0}}
+    # 20 steps x 3e12 FLOPs / (4 devices x 100e12 x 0.5) = 0.3 s
+    assert plan_cli.seconds_per_seed(entry, profile, devices=4, mfu=0.5) == pytest.approx(0.3)
+    assert plan_cli.seconds_per_seed({**entry, "dtype": "float32"}, profile, 4, 0.5) == pytest.approx(0.6)
+
+
+def test_every_hardware_profile_names_its_peaks_memory_and_source():
+    for name in plan_cli.hardware_names():
+        profile = plan_cli.hardware(name)
+        assert set(profile["peak_tflops"]) == {"bfloat16", "float32"} and profile["memory_gib"] > 0
+        assert "Source" in (plan_cli.HARDWARE_DIR / f"{name}.yaml").read_text()
+    assert {"tpu_v3", "a100", "h100", "h200", "cpu_core"} <= set(plan_cli.hardware_names())
+    with pytest.raises(ValueError, match="choose one of"):
+        plan_cli.hardware("tpu_v9")
+
+
+def test_the_cache_compiles_once_and_keys_what_compiles(tmp_path, monkeypatch):
+    table = registry.load("esam_table1")
+    cells = [c for c in table.cells if c.id == "resnet18_cifar10/sgd"]
+    table = type(table)(**{**table.__dict__, "cells": tuple(cells)})
+    calls = []
+    monkeypatch.setattr(plan, "compile_cell", lambda cfg: calls.append(cfg) or {"flops_per_image": 1.0})
+    cache = {}
+    plan_cli.compile_cells(table, "smoke", 2, cache, progress=lambda s: None)
+    plan_cli.compile_cells(table, "smoke", 2, cache, progress=lambda s: None)
+    assert len(calls) == 1 and len(cache) == 1
+    cfg = compose.config(cells[0], "smoke")
+    key = plan_cli.cache_key(cfg, 2)
+    other_seed = {**cfg, "trainer": {**cfg["trainer"], "seed": 7}}
+    assert plan_cli.cache_key(other_seed, 2) == key  # a seed compiles the same program
+    assert plan_cli.cache_key(cfg, 4) != key
+    wider = {**cfg, "model": {**cfg["model"], "kwargs": {"width": 64}}}
+    assert plan_cli.cache_key(wider, 2) != key
+    path = tmp_path / "cache.json"
+    plan_cli.save_cache(cache, path)
+    assert plan_cli.load_cache(path) == json.loads(json.dumps(cache))
+
+
+def test_plan_command_prints_a_cell_per_line_and_fails_on_bad_input(capsys):
+    assert cli.main(["plan", "esam_table1", "--hardware", "tpu_v9"]) == 2
+    assert "configs/hardware" in capsys.readouterr().err
+    assert cli.main(["plan", "esam_table1", "--mfu", "1.5"]) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sam_over_sgd_is_two_at_paper_size():
+    """ResNet-18 / CIFAR-10 at the paper's width and batch (ESAM Table 1), on 8 devices."""
+    table = registry.load("esam_table1")
+    cells = [c for c in table.cells if c.row == "resnet18_cifar10"]
+    flops = {}
+    for cell, cfg in zip(cells, compose.configs(cells, "paper"), strict=True):
+        cfg["trainer"]["num_devices"] = min(8, jax.device_count())
+        flops[cell.column] = plan.compile_cell(OmegaConf.create(cfg))["flops_per_image"]
+    assert flops["sam"] / flops["sgd"] == pytest.approx(2.0, abs=0.05)
+    assert flops["esam"] / flops["sgd"] == pytest.approx(1 + 1 / 3 + 0.5, abs=0.05)  # the spec's ideal
