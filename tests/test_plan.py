@@ -43,8 +43,8 @@ def compiled_flops(model, method="none"):
                                                                         "label_smoothing": 0.0}})
     spec = type("Spec", (), {"image_size": 32, "num_classes": 10})
     tx = optax.sgd(0.1, momentum=0.9)
-    branches = plan.compile_program(model, tx, est, lambda step: 0.1, 32, train.batch_shape(cfg, spec, sharded),
-                                    replicated, jax.random.key(0))
+    batch = train.batch_shape(cfg, spec, sharded)
+    branches = plan.compile_program(model, tx, est, lambda step: 0.1, 32, batch, replicated, jax.random.key(0))
     return plan.flops_per_step(branches, est.period), branches
 
 
