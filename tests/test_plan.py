@@ -44,7 +44,7 @@ def compiled_flops(model, method="none"):
     spec = type("Spec", (), {"image_size": 32, "num_classes": 10})
     tx = optax.sgd(0.1, momentum=0.9)
     batch = train.batch_shape(cfg, spec, sharded)
-    branches = plan.compile_program(model, tx, est, lambda step: 0.1, 32, batch, replicated, jax.random.key(0))
+    branches = plan.compile_program(model, tx, est, lambda _: 0.1, 32, batch, replicated, jax.random.key(0))
     return plan.flops_per_step(branches, est.period), branches
 
 
