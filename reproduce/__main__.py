@@ -36,7 +36,7 @@ import tempfile
 
 import yaml
 
-from reproduce import compose, registry
+from reproduce import compose, plan, registry
 
 # Hydra's config groups: an override of one of these selects a file, anything else sets a value.
 GROUPS = ("model", "data", "optimizer", "sam", "schedule", "trainer", "logger", "scale", "experiment")
@@ -172,7 +172,11 @@ def scale_images(scale: str, reference: dict) -> int | None:
     return int(preset.epochs * pipeline.spec("cifar10").train_examples)
 
 
+PLAN_DEVICES = 8  # `reproduce plan`'s default: what `list` reads from its cache
+
+
 def cmd_list(args) -> int:
+    cache, profile = plan.load_cache(), plan.hardware(plan.DEFAULT_HARDWARE)
     reference = sgd_reference(registry.EVIDENCE_DIR)
     if reference:
         print(f"Estimates: the method's cost (forward+backward passes per step) x the median "
@@ -192,7 +196,15 @@ def cmd_list(args) -> int:
                 hours = cost * images * reference["seconds_per_image"] / 3600
                 ours.append(f"SCALE={scale} ~{hours:.1f} h")
         ours.append(f"SCALE=smoke ~{len(table.cells) * table.seeds * SMOKE_SECONDS_PER_CELL / 60:.0f} min")
-        print(f"    ours:  {'; '.join(ours)}; SCALE=paper: the paper's hardware")
+        compiled = plan.planned(table, "paper", PLAN_DEVICES, cache)
+        if compiled is None:
+            ours.append(f"SCALE=paper: not planned yet (python -m reproduce plan {table.id})")
+        else:
+            hours, broken = plan.table_hours(table, compiled, profile, PLAN_DEVICES, plan.DEFAULT_MFU)
+            ours.append(f"SCALE=paper ~{hours:.1f} h on {PLAN_DEVICES} x {profile['name']} at "
+                        f"{plan.DEFAULT_MFU:.0%} of peak (reproduce plan)"
+                        + (f", {broken} cell(s) do not compile" if broken else ""))
+        print(f"    ours:  {'; '.join(ours)}")
     return 0
 
 
@@ -315,13 +327,15 @@ def cmd_plan(args) -> int:
             return 2
     else:  # before JAX starts: the compilation spreads the batch over that many CPU devices
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={args.devices}".strip()
-    from reproduce import plan
-
     try:
         return plan.main(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the cells compiled so far are kept in {plan.CACHE_FILE}; rerun to go on",
+              file=sys.stderr)
+        return 130
 
 
 def main(argv=None) -> int:
@@ -364,13 +378,14 @@ def main(argv=None) -> int:
                                      "on given hardware (reproduce/plan.py)")
     pl.add_argument("table", choices=["all", *registry.names()])
     pl.add_argument("--scale", default="paper", choices=registry.scale_names())
-    pl.add_argument("--hardware", default="tpu_v3", help="a profile of configs/hardware/ (default: "
-                                                        "tpu_v3, the LookSAM papers')")
-    pl.add_argument("--devices", type=int, default=8,
+    pl.add_argument("--hardware", default=plan.DEFAULT_HARDWARE,
+                    help=f"a profile of configs/hardware/ (default: {plan.DEFAULT_HARDWARE}, the LookSAM "
+                         "papers' chip)")
+    pl.add_argument("--devices", type=int, default=PLAN_DEVICES,
                     help="chips of --hardware the batch is spread over (simulated CPU devices for "
                          "the compilation; default 8)")
-    pl.add_argument("--mfu", type=float, default=0.4, help="model-FLOPs utilisation assumed for the "
-                                                           "time (default 0.4)")
+    pl.add_argument("--mfu", type=float, default=plan.DEFAULT_MFU,
+                    help=f"model-FLOPs utilisation assumed for the time (default {plan.DEFAULT_MFU})")
     args = p.parse_args(argv)
     if args.command == "list":
         return cmd_list(args)

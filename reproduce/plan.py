@@ -33,6 +33,7 @@ from reproduce import compose, registry
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HARDWARE_DIR = ROOT / "configs" / "hardware"
 CACHE_FILE = pathlib.Path(__file__).with_name("plan_cache.json")
+DEFAULT_HARDWARE, DEFAULT_MFU = "tpu_v3", 0.4  # the LookSAM papers' chip; a common utilisation
 # Settings that do not change the compiled program (each run's own seed, where it logs and reads).
 NOT_COMPILED = {"trainer": ("seed", "workdir"), "data": ("data_dir", "download"), "logger": None,
                 "distributed": None}
@@ -79,9 +80,10 @@ def save_cache(cache: dict, path: pathlib.Path = CACHE_FILE) -> None:
     tmp.replace(path)  # a plan stopped half-way never leaves a torn cache
 
 
-def compile_cells(table, scale: str, devices: int, cache: dict, progress=print) -> dict:
+def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, saved=lambda: None) -> dict:
     """Cell id -> the compiled figures (looksam.plan.compile_cell), or {"error": text} for a cell
-    that does not compile; compiles only what `cache` lacks and adds it there."""
+    that does not compile; compiles only what `cache` lacks, adds it there and calls saved()
+    after each cell (a plan stopped half-way keeps what it compiled)."""
     from omegaconf import OmegaConf
 
     from looksam import plan
@@ -98,8 +100,23 @@ def compile_cells(table, scale: str, devices: int, cache: dict, progress=print) 
                 cache[key] = plan.compile_cell(OmegaConf.create(cfg))
             except Exception as e:  # noqa: BLE001 - a cell that cannot compile is a finding, not a crash
                 cache[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            saved()
         out[cell.id] = cache[key]
     return out
+
+
+def planned(table, scale: str, devices: int, cache: dict) -> dict | None:
+    """Cell id -> the cached figures when every cell of the table is in `cache`, else None."""
+    keys = {cell.id: cache_key(cfg, devices)
+            for cell, cfg in zip(table.cells, compose.configs(table.cells, scale), strict=True)}
+    return {c: cache[k] for c, k in keys.items()} if all(k in cache for k in keys.values()) else None
+
+
+def table_hours(table, compiled: dict, profile: dict, devices: int, mfu: float) -> tuple[float, int]:
+    """(hours of the paper's seeds of every cell that compiles, the number that do not)."""
+    table_rows = rows(table, compiled, profile, devices, mfu)
+    return (sum(r["hours"] for r in table_rows if not r["error"]) * table.seeds,
+            sum(bool(r["error"]) for r in table_rows))
 
 
 def seconds_per_seed(entry: dict, profile: dict, devices: int, mfu: float) -> float:
@@ -131,15 +148,14 @@ def text(table, table_rows: list[dict], profile: dict, devices: int, mfu: float,
              f"(paper: {table.hardware}; {table.paper_time})",
              f"  {'cell':34} {'GFLOP/img':>10} {'x base':>7} {'ideal':>6} {'GiB/dev':>8} {'fits':>5} "
              f"{'h/seed':>8}"]
-    total = 0.0
     for r in table_rows:
         if r["error"]:
             lines.append(f"  {r['cell']:34} does not compile: {r['error']}")
             continue
-        total += r["hours"] * table.seeds
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
         lines.append(f"  {r['cell']:34} {r['gflops_per_image']:10.2f} {ratio:>7} {r['ideal']:6.2f} "
                      f"{r['gib_per_device']:8.2f} {'yes' if r['fits'] else 'NO':>5} {r['hours']:8.2f}")
+    total = sum(r["hours"] for r in table_rows if not r["error"]) * table.seeds
     lines.append(f"  total: {total:.1f} h for {table.seeds} seed(s) of every cell that compiles")
     return lines
 
@@ -153,11 +169,9 @@ def main(args) -> int:
     status = 0
     for name in names:
         table = registry.load(name)
-        try:
-            compiled = compile_cells(table, args.scale, args.devices, cache,
-                                     progress=lambda s: print(s, file=sys.stderr, flush=True))
-        finally:
-            save_cache(cache)
+        compiled = compile_cells(table, args.scale, args.devices, cache,
+                                 progress=lambda s: print(s, file=sys.stderr, flush=True),
+                                 saved=lambda: save_cache(cache))
         table_rows = rows(table, compiled, profile, args.devices, args.mfu)
         status |= any(r["error"] for r in table_rows)
         print("\n".join(text(table, table_rows, profile, args.devices, args.mfu, args.scale)) + "\n")

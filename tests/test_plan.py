@@ -137,3 +137,19 @@ def test_sam_over_sgd_is_two_at_paper_size():
         flops[cell.column] = plan.compile_cell(OmegaConf.create(cfg))["flops_per_image"]
     assert flops["sam"] / flops["sgd"] == pytest.approx(2.0, abs=0.05)
     assert flops["esam"] / flops["sgd"] == pytest.approx(1 + 1 / 3 + 0.5, abs=0.05)  # the spec's ideal
+
+
+def test_list_tables_reads_the_plan(capsys, monkeypatch):
+    """`make list-tables` gives SCALE=paper's hours from the plan's cache where a table is planned."""
+    table = registry.load("esam_table1")
+    entry = {"epochs": 200.0, "train_examples": 50_000, "batch_size": 128, "flops_per_step": 1e15,
+             "dtype": "float32", "flops_per_image": 1e15 / 128, "ideal_cost": 1.0, "bytes_per_device": 2**30}
+    cache = {plan_cli.cache_key(cfg, 8): entry for cfg in compose.configs(table.cells, "paper")}
+    monkeypatch.setattr(plan_cli, "load_cache", lambda path=None: cache)
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    # ceil(200 x 50,000 / 128) = 78,125 steps x 1e15 / (8 x 123e12 x 0.4) s, x 18 cells x 3 seeds
+    hours = 78_125 * 1e15 / (8 * 123e12 * 0.4) / 3600 * 18 * 3
+    block = out[out.index("esam_table1 "):out.index("esam_table2 ")]
+    assert f"SCALE=paper ~{hours:.1f} h on 8 x TPU v3 chip at 40% of peak (reproduce plan)" in block
+    assert "SCALE=paper: not planned yet (python -m reproduce plan esam_table2)" in out
