@@ -109,6 +109,7 @@ def measure(table, scale: str, rounds: int = 5, steps: int = 10, cells=None, ove
     for cell, cfg in zip(chosen, cfgs, strict=True):
         r = runners[cell.id]
         out[cell.id] = dict(method=cfg.sam.method, m=cfg.sam.get("m"), period=r["est"].period,
+                            ideal_cost=r["est"].ideal_cost,
                             model=cfg.model.name, model_kwargs=OmegaConf.to_container(cfg.model.kwargs),
                             batch_size=r["images"], image_size=int(r["batch"]["image"].shape[1]),
                             steps_per_round=r["steps"], images_per_sec=r["rates"],

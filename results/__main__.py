@@ -190,10 +190,16 @@ def _record_throughput(args) -> int:
                                   progress=lambda text: print(text, file=sys.stderr, flush=True))
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(measured, indent=1) + "\n")
-    for cell_id, cell in measured["cells"].items():
+    cells = measured["cells"]
+    for cell_id, cell in cells.items():
         rates = cell["images_per_sec"]
-        print(f"{cell_id}: {cell['median']:,.1f} images/s (median of {len(rates)} rounds, "
-              f"{min(rates):,.1f}-{max(rates):,.1f})")
+        line = (f"{cell_id}: {cell['median']:,.1f} images/s (median of {len(rates)} rounds, "
+                f"{min(rates):,.1f}-{max(rates):,.1f})")
+        base = cells.get(f"{cell_id.split('/')[0]}/{table.base_column}")
+        if base and base is not cell:  # step time relative to the row's base column, and the ideal
+            line += (f"; step time {base['median'] / cell['median']:.2f}x {table.base_column} "
+                     f"(ideal {cell['ideal_cost'] / base['ideal_cost']:.2f}x)")
+        print(line)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -35,7 +35,12 @@ def test_record_throughput_writes_side_by_side_rounds(tmp_path, capsys):
         assert (cell["batch_size"], cell["image_size"], cell["steps_per_round"]) == (8, 32, 2)
         assert len(cell["images_per_sec"]) == 2 and all(v > 0 for v in cell["images_per_sec"])
         assert cell["median"] == pytest.approx(sum(cell["images_per_sec"]) / 2)
-    assert "images/s" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    sam_cell = data["cells"][f"{ROW}/sam"]
+    assert sam_cell["ideal_cost"] == 2.0 and data["cells"][f"{ROW}/sgd"]["ideal_cost"] == 1.0
+    ratio = data["cells"][f"{ROW}/sgd"]["median"] / sam_cell["median"]
+    assert f"{ROW}/sam: {sam_cell['median']:,.1f} images/s" in out
+    assert f"step time {ratio:.2f}x sgd (ideal 2.00x)" in out
     # collect reads the rounds back for the claims; cells not measured have none.
     results = collect.collect(registry.load(TABLE), tmp_path, SCALE)
     assert results[f"{ROW}/sam"].throughput == tuple(data["cells"][f"{ROW}/sam"]["images_per_sec"])
