@@ -112,7 +112,12 @@ def _wandb_lines(text):
 
 
 def test_wandb_is_quiet_unless_asked(tmp_path, monkeypatch, capfd):
+    # wandb sets its console up once per process, from the first run's settings: a run of another
+    # test in this worker (test_tracking.py's, under WANDB_SILENT) would silence both runs here.
+    wandb.teardown()
+
     def one_run(workdir):
+        wandb.teardown()  # each run sets wandb up afresh, as a new job process does
         with tracking.Tracker(str(workdir), CELL_CONFIG, mode="offline", project="looksam-test", entity=None,
                               group=None, tags=[], name=None, resume_id=None, tensorboard=False) as tracker:
             tracker.scalars(1, {"train/loss": 1.0})
