@@ -11,11 +11,16 @@ step and the reuse step). From each compiled program:
 - memory per device: XLA's memory analysis: arguments + outputs - aliased (the donated state) +
   temporaries + generated code.
 
+XLA:CPU compiles with LLVM's optimisation off (`COMPILER_OPTIONS`): code generation is most of
+its compile time (PyramidNet-110: see docs/plan.md), and neither the HLO that the cost analysis
+counts nor the buffer assignment that the memory analysis reports depends on it.
+
 On CPU the estimator's backend-dependent choices are set as on an accelerator (`group_map=vmap`:
 m-groups vmapped, as a GPU or TPU runs them), so the program is the one a GPU or TPU would
 compile; its memory is XLA:CPU's estimate of that program, not a GPU allocator's.
 
-    compile_cell(cfg) -> dict   # cfg: a composed, scaled config (reproduce/compose.py)
+    compile_cell(cfg) -> dict            # the program's figures; cfg: a composed, scaled config
+    cell_figures(program, est, epochs)   # a cell's: FLOPs per step / image over its period
 
 `python -m reproduce plan` (reproduce/plan.py) runs it for every cell and caches the results.
 """
@@ -30,6 +35,9 @@ from omegaconf import OmegaConf
 
 from looksam import config, train
 from looksam.data import pipeline
+
+# Code generation only: the optimised HLO and its buffer assignment are the same (module doc).
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def _abstract(tree, sharding):
@@ -65,7 +73,7 @@ def compile_program(model, tx, est, schedule, image_size: int, batch, replicated
     for sam_step in sorted({est.is_sam_step(s) for s in range(est.period)}):
         t0 = time.perf_counter()
         compiled = jax.jit(lambda s, b, sam_step=sam_step: step(s, b, sam_step=sam_step),
-                           donate_argnums=0).lower(state, batch).compile()
+                           donate_argnums=0).lower(state, batch).compile(COMPILER_OPTIONS)
         name = "step" if est.period == 1 else ("sam_step" if sam_step else "reuse_step")
         branches[name] = dict(flops=_flops(compiled) * devices, memory_per_device=_memory(compiled),
                               compile_seconds=round(time.perf_counter() - t0, 2))
@@ -81,8 +89,9 @@ def flops_per_step(branches: dict, period: int) -> float:
 
 def compile_cell(cfg) -> dict:
     """The compiled step(s) of a composed, scaled config on this process's devices
-    (trainer.num_devices of them, else all): FLOPs per step and per image (the mean over the
-    schedule's period), bytes per device (the larger branch), and each branch's figures."""
+    (trainer.num_devices of them, else all): each branch's FLOPs, memory per device and compile
+    seconds, with what shaped the program. The figures of the program, not of the cell: a cell
+    with another rho, k > 1 or learning rate runs the same program (`cell_figures` adds those)."""
     est = dataclasses.replace(config.validated_estimator(cfg), group_map="vmap")  # module doc
     t = cfg.trainer
     devices, replicated, sharded = train.make_mesh(t)
@@ -92,11 +101,17 @@ def compile_cell(cfg) -> dict:
     branches = compile_program(model, tx, est, schedule, spec.image_size,
                                train.batch_shape(cfg, spec, sharded), replicated,
                                jax.random.key(t.seed), cfg.sam.batchnorm)
-    per_step = flops_per_step(branches, est.period)
     return dict(model=cfg.model.name, model_kwargs=OmegaConf.to_container(cfg.model.kwargs),
                 dtype=cfg.model.dtype, image_size=spec.image_size, batch_size=int(t.batch_size),
-                devices=len(devices), method=est.method, period=est.period, m=est.m,
-                microbatch=est.microbatch, ideal_cost=est.ideal_cost, flops_per_step=per_step,
-                flops_per_image=per_step / t.batch_size,
-                bytes_per_device=max(b["memory_per_device"]["total"] for b in branches.values()),
-                train_examples=spec.train_examples, epochs=float(t.epochs), branches=branches)
+                devices=len(devices), method=est.method, m=est.m, microbatch=est.microbatch,
+                train_examples=spec.train_examples, branches=branches)
+
+
+def cell_figures(program: dict, est, epochs: float) -> dict:
+    """A cell's figures from its program's (`compile_cell`) and its own estimator and epochs: FLOPs
+    per step and per image (the mean over the schedule's period), bytes per device (the larger
+    branch)."""
+    per_step = flops_per_step(program["branches"], est.period)
+    return {**program, "period": est.period, "ideal_cost": est.ideal_cost, "epochs": float(epochs),
+            "flops_per_step": per_step, "flops_per_image": per_step / program["batch_size"],
+            "bytes_per_device": max(b["memory_per_device"]["total"] for b in program["branches"].values())}

@@ -9,8 +9,9 @@ bytes per device and whether they fit `--hardware`'s memory, and the hours of on
 the training set, at `--mfu` of the hardware's peak for the model's dtype, on `--devices` of its
 chips); then the table's total over the paper's seeds.
 
-Compilation is cached in `reproduce/plan_cache.json`, keyed by the composed config (seed, logger
-and paths aside), the device count and the jax version, so a second call is instant and a fresh
+Compilation is cached in `reproduce/plan_cache.json`, one entry per distinct program: keyed by the
+composed config (seed, logger, paths, epochs and the values that enter as constants aside:
+`cache_key`), the device count and the jax version, so a second call is instant and a fresh
 clone reads the committed entries. Hardware profiles (peaks, memory, sources) are in
 configs/hardware/.
 
@@ -34,9 +35,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 HARDWARE_DIR = ROOT / "configs" / "hardware"
 CACHE_FILE = pathlib.Path(__file__).with_name("plan_cache.json")
 DEFAULT_HARDWARE, DEFAULT_MFU = "tpu_v3", 0.4  # the LookSAM papers' chip; a common utilisation
-# Settings that do not change the compiled program (each run's own seed, where it logs and reads).
-NOT_COMPILED = {"trainer": ("seed", "workdir"), "data": ("data_dir", "download"), "logger": None,
-                "distributed": None}
+# Settings that do not change the compiled program: each run's own seed, where it logs and reads,
+# how long it runs (the schedule's length is a constant in the step), how often it evaluates.
+NOT_COMPILED = {"trainer": ("seed", "workdir", "epochs", "max_steps", "eval_batch_size", "eval_every_epochs",
+                            "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "nan_policy"),
+                "data": ("data_dir", "download", "shuffle_buffer", "mock_examples", "input_shards"),
+                "logger": None, "distributed": None, "table": None, "cell": None, "variant": None,
+                "reading": None}
+# Values that enter the step only as constants: the same program, FLOPs and bytes (ESAM Figure 3's
+# beta grid, LookSAM Tables 6-7's alpha and rho, each k > 1 of SAM-k / LookSAM-k: one compile each).
+CONSTANTS = {"sam": ("rho", "alpha", "beta"), "optimizer": ("lr", "base_batch"),
+             "schedule": ("init_lr", "end_lr")}
 
 
 def hardware_names() -> list[str]:
@@ -53,14 +62,18 @@ def hardware(name: str) -> dict:
 
 
 def cache_key(cfg: dict, devices: int) -> str:
+    """The compiled program's key: the composed config without what does not compile
+    (`NOT_COMPILED`) or enters as a constant (`CONSTANTS`; k only as whether a plain or reuse step
+    exists, k > 1), with the device count and the jax version."""
     import jax
 
     kept = {}
     for group, value in cfg.items():
         if group in NOT_COMPILED and NOT_COMPILED[group] is None:
             continue
-        drop = NOT_COMPILED.get(group) or ()
+        drop = (*NOT_COMPILED.get(group, ()), *CONSTANTS.get(group, ()))
         kept[group] = {k: v for k, v in value.items() if k not in drop} if isinstance(value, dict) else value
+    kept["sam"]["k"] = min(kept["sam"]["k"], 2)
     text = json.dumps({"config": kept, "devices": devices, "jax": jax.__version__}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -80,10 +93,22 @@ def save_cache(cache: dict, path: pathlib.Path = CACHE_FILE) -> None:
     tmp.replace(path)  # a plan stopped half-way never leaves a torn cache
 
 
+def _cell_figures(program: dict, cfg: dict) -> dict:
+    """The cell's figures from its program's: its own period, ideal cost and epochs."""
+    from omegaconf import OmegaConf
+
+    from looksam import config, plan
+
+    if "error" in program:
+        return program
+    est = config.validated_estimator(OmegaConf.create(cfg))
+    return plan.cell_figures(program, est, cfg["trainer"]["epochs"])
+
+
 def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, saved=lambda: None) -> dict:
-    """Cell id -> the compiled figures (looksam.plan.compile_cell), or {"error": text} for a cell
-    that does not compile; compiles only what `cache` lacks, adds it there and calls saved()
-    after each cell (a plan stopped half-way keeps what it compiled)."""
+    """Cell id -> the compiled figures (looksam.plan.cell_figures), or {"error": text} for a cell
+    that does not compile; compiles only the programs `cache` lacks, adds them there and calls
+    saved() after each (a plan stopped half-way keeps what it compiled)."""
     from omegaconf import OmegaConf
 
     from looksam import plan
@@ -101,15 +126,18 @@ def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, 
             except Exception as e:  # noqa: BLE001 - a cell that cannot compile is a finding, not a crash
                 cache[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
             saved()
-        out[cell.id] = cache[key]
+        out[cell.id] = _cell_figures(cache[key], cfg)
     return out
 
 
 def planned(table, scale: str, devices: int, cache: dict) -> dict | None:
-    """Cell id -> the cached figures when every cell of the table is in `cache`, else None."""
-    keys = {cell.id: cache_key(cfg, devices)
-            for cell, cfg in zip(table.cells, compose.configs(table.cells, scale), strict=True)}
-    return {c: cache[k] for c, k in keys.items()} if all(k in cache for k in keys.values()) else None
+    """Cell id -> the cell's figures when every cell's program is in `cache`, else None."""
+    configs = compose.configs(table.cells, scale)
+    keys = [cache_key(cfg, devices) for cfg in configs]
+    if not all(k in cache for k in keys):
+        return None
+    return {cell.id: _cell_figures(cache[k], cfg)
+            for cell, cfg, k in zip(table.cells, configs, keys, strict=True)}
 
 
 def table_hours(table, compiled: dict, profile: dict, devices: int, mfu: float) -> tuple[float, int]:

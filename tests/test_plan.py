@@ -5,6 +5,7 @@ one (reproduce/plan.py)."""
 from __future__ import annotations
 
 import json
+import math
 
 import flax.linen as nn
 import jax
@@ -102,7 +103,8 @@ def test_the_cache_compiles_once_and_keys_what_compiles(tmp_path, monkeypatch):
     cells = [c for c in table.cells if c.id == "resnet18_cifar10/sgd"]
     table = type(table)(**{**table.__dict__, "cells": tuple(cells)})
     calls = []
-    monkeypatch.setattr(plan, "compile_cell", lambda cfg: calls.append(cfg) or {"flops_per_image": 1.0})
+    program = {"batch_size": 128, "branches": {"step": {"flops": 1.0, "memory_per_device": {"total": 1}}}}
+    monkeypatch.setattr(plan, "compile_cell", lambda cfg: calls.append(cfg) or program)
     cache = {}
     plan_cli.compile_cells(table, "smoke", 2, cache, progress=lambda s: None)
     plan_cli.compile_cells(table, "smoke", 2, cache, progress=lambda s: None)
@@ -114,6 +116,14 @@ def test_the_cache_compiles_once_and_keys_what_compiles(tmp_path, monkeypatch):
     assert plan_cli.cache_key(cfg, 4) != key
     wider = {**cfg, "model": {**cfg["model"], "kwargs": {"width": 64}}}
     assert plan_cli.cache_key(wider, 2) != key
+
+    def sam(**values):
+        return {**cfg, "sam": {**cfg["sam"], "method": "looksam", **values}}
+
+    # constants share a program; what shapes it (k = 1 has no reuse step, gamma the subset) does not
+    assert plan_cli.cache_key(sam(rho=0.1, k=5), 2) == plan_cli.cache_key(sam(rho=0.5, k=10), 2)
+    assert plan_cli.cache_key(sam(k=1), 2) != plan_cli.cache_key(sam(k=5), 2)
+    assert plan_cli.cache_key(sam(gamma=0.3), 2) != plan_cli.cache_key(sam(gamma=0.5), 2)
     path = tmp_path / "cache.json"
     plan_cli.save_cache(cache, path)
     assert plan_cli.load_cache(path) == json.loads(json.dumps(cache))
@@ -130,11 +140,10 @@ def test_plan_command_prints_a_cell_per_line_and_fails_on_bad_input(capsys):
 def test_sam_over_sgd_is_two_at_paper_size():
     """ResNet-18 / CIFAR-10 at the paper's width and batch (ESAM Table 1), on 8 devices."""
     table = registry.load("esam_table1")
-    cells = [c for c in table.cells if c.row == "resnet18_cifar10"]
-    flops = {}
-    for cell, cfg in zip(cells, compose.configs(cells, "paper"), strict=True):
-        cfg["trainer"]["num_devices"] = min(8, jax.device_count())
-        flops[cell.column] = plan.compile_cell(OmegaConf.create(cfg))["flops_per_image"]
+    cells = tuple(c for c in table.cells if c.row == "resnet18_cifar10")
+    table = type(table)(**{**table.__dict__, "cells": cells})
+    compiled = plan_cli.compile_cells(table, "paper", min(8, jax.device_count()), {}, progress=lambda s: None)
+    flops = {cell_id.split("/")[1]: figures["flops_per_image"] for cell_id, figures in compiled.items()}
     assert flops["sam"] / flops["sgd"] == pytest.approx(2.0, abs=0.05)
     assert flops["esam"] / flops["sgd"] == pytest.approx(1 + 1 / 3 + 0.5, abs=0.05)  # the spec's ideal
 
@@ -142,14 +151,17 @@ def test_sam_over_sgd_is_two_at_paper_size():
 def test_list_tables_reads_the_plan(capsys, monkeypatch):
     """`make list-tables` gives SCALE=paper's hours from the plan's cache where a table is planned."""
     table = registry.load("esam_table1")
-    entry = {"epochs": 200.0, "train_examples": 50_000, "batch_size": 128, "flops_per_step": 1e15,
-             "dtype": "float32", "flops_per_image": 1e15 / 128, "ideal_cost": 1.0, "bytes_per_device": 2**30}
+    entry = {"train_examples": 50_000, "batch_size": 128, "dtype": "float32",
+             "branches": {"step": {"flops": 1e15, "memory_per_device": {"total": 2**30}}}}
     cache = {plan_cli.cache_key(cfg, 8): entry for cfg in compose.configs(table.cells, "paper")}
     monkeypatch.setattr(plan_cli, "load_cache", lambda path=None: cache)
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    # ceil(200 x 50,000 / 128) = 78,125 steps x 1e15 / (8 x 123e12 x 0.4) s, x 18 cells x 3 seeds
-    hours = 78_125 * 1e15 / (8 * 123e12 * 0.4) / 3600 * 18 * 3
+    # each cell's epochs x 50,000 / 128 steps (ResNet-18 / WRN: 200 epochs, 78,125 steps) x 1e15 FLOPs
+    # / (8 x 123e12 x 0.4) FLOP/s, x 3 seeds
+    epochs = [cfg["trainer"]["epochs"] for cfg in compose.configs(table.cells, "paper")]
+    assert epochs.count(200) >= 12
+    hours = sum(math.ceil(e * 50_000 / 128) for e in epochs) * 1e15 / (8 * 123e12 * 0.4) / 3600 * 3
     block = out[out.index("esam_table1 "):out.index("esam_table2 ")]
     assert f"SCALE=paper ~{hours:.1f} h on 8 x TPU v3 chip at 40% of peak (reproduce plan)" in block
     assert "SCALE=paper: not planned yet (python -m reproduce plan esam_table2)" in out
