@@ -64,20 +64,18 @@ def compile_program(model, tx, est, schedule, image_size: int, batch, replicated
                     batchnorm: str = "clean") -> dict:
     """Compiles the trainer's step of `model` for an abstract `batch` (train.batch_shape's dict of
     ShapeDtypeStructs) from an abstract initial state; per branch ("step", or "sam_step" and
-    "reuse_step") the FLOPs of the whole step, the memory per device and the compile seconds."""
+    "reuse_step") the FLOPs of the whole step, the memory per device and the seconds to compile
+    every branch."""
     devices = replicated.mesh.devices.size
     state = _abstract(jax.eval_shape(lambda: train.initial_state(model, tx, est, image_size, root_key)),
                       replicated)
     step = train.make_train_step(model, tx, est, schedule, root_key, batchnorm)
-    branches = {}
-    for sam_step in sorted({est.is_sam_step(s) for s in range(est.period)}):
-        t0 = time.perf_counter()
-        compiled = jax.jit(lambda s, b, sam_step=sam_step: step(s, b, sam_step=sam_step),
-                           donate_argnums=0).lower(state, batch).compile(COMPILER_OPTIONS)
-        name = "step" if est.period == 1 else ("sam_step" if sam_step else "reuse_step")
-        branches[name] = dict(flops=_flops(compiled) * devices, memory_per_device=_memory(compiled),
-                              compile_seconds=round(time.perf_counter() - t0, 2))
-    return branches
+    t0 = time.perf_counter()
+    compiled = train.compile_steps(step, est, state, batch, COMPILER_OPTIONS)
+    seconds = round(time.perf_counter() - t0, 2)
+    return {("step" if est.period == 1 else "sam_step" if sam_step else "reuse_step"):
+            dict(flops=_flops(program) * devices, memory_per_device=_memory(program), compile_seconds=seconds)
+            for sam_step, program in compiled.items()}
 
 
 def flops_per_step(branches: dict, period: int) -> float:

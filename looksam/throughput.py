@@ -24,8 +24,9 @@ import statistics
 import time
 
 
-def _runner(cfg):
-    """(est, state, compiled steps, batch, images per step) of one composed config (a DictConfig)."""
+def runner(cfg, compiler_options=None) -> dict:
+    """(est, state, compiled steps, batch, images per step) of one composed config (a DictConfig),
+    on synthetic data: the trainer's step as it runs, without a dataset."""
     import jax
     import numpy as np
 
@@ -43,7 +44,8 @@ def _runner(cfg):
     est = dataclasses.replace(est, batch_sharding=sharded)
     shape = train.batch_shape(cfg, spec, sharded)
     compiled = train.compile_steps(
-        train.make_train_step(model, tx, est, schedule, root_key, cfg.sam.batchnorm), est, state, shape)
+        train.make_train_step(model, tx, est, schedule, root_key, cfg.sam.batchnorm), est, state, shape,
+        compiler_options)
     rng = np.random.default_rng(t.seed)
     image = rng.standard_normal(shape["image"].shape, np.float32)
     if shape["label"].ndim == 2:  # mixup or label smoothing: one-hot rows
@@ -93,7 +95,7 @@ def measure(table, scale: str, rounds: int = 5, steps: int = 10, cells=None, ove
 
     runners = {}
     for cell, cfg in zip(chosen, cfgs, strict=True):
-        runners[cell.id] = r = _runner(cfg)
+        runners[cell.id] = r = runner(cfg)
         r["steps"] = math.ceil(steps / r["est"].period) * r["est"].period  # whole periods
         _block(r, r["steps"])  # warm-up, untimed
         r["rates"] = []

@@ -264,12 +264,13 @@ def batch_shape(cfg, ds_spec, sharding) -> dict:
             "label": jax.ShapeDtypeStruct(*label, sharding=sharding)}
 
 
-def compile_steps(train_step, est, state, batch) -> dict:
+def compile_steps(train_step, est, state, batch, compiler_options=None) -> dict:
     """One compiled step per branch the schedule takes ({False, True} for LookSAM-k): the host
-    picks the branch, so a reuse step runs exactly one forward and backward pass."""
+    picks the branch, so a reuse step runs exactly one forward and backward pass. state and batch
+    may be abstract (jax.ShapeDtypeStruct); compiler_options go to XLA (looksam/plan.py's)."""
     branches = sorted({est.is_sam_step(s) for s in range(est.period)})
     return {branch: jax.jit(functools.partial(train_step, sam_step=branch), donate_argnums=0)
-            .lower(state, batch).compile() for branch in branches}
+            .lower(state, batch).compile(compiler_options) for branch in branches}
 
 
 def run(cfg, workdir: str) -> dict:

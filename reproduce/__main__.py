@@ -172,7 +172,6 @@ def scale_images(scale: str, reference: dict) -> int | None:
     return int(preset.epochs * pipeline.spec("cifar10").train_examples)
 
 
-PLAN_DEVICES = 8  # `reproduce plan`'s default: what `list` reads from its cache
 
 
 def cmd_list(args) -> int:
@@ -196,12 +195,12 @@ def cmd_list(args) -> int:
                 hours = cost * images * reference["seconds_per_image"] / 3600
                 ours.append(f"SCALE={scale} ~{hours:.1f} h")
         ours.append(f"SCALE=smoke ~{len(table.cells) * table.seeds * SMOKE_SECONDS_PER_CELL / 60:.0f} min")
-        compiled = plan.planned(table, "paper", PLAN_DEVICES, cache)
+        compiled = plan.planned(table, "paper", plan.DEFAULT_DEVICES, cache)
         if compiled is None:
             ours.append(f"SCALE=paper: not planned yet (python -m reproduce plan {table.id})")
         else:
-            hours, broken = plan.table_hours(table, compiled, profile, PLAN_DEVICES, plan.DEFAULT_MFU)
-            ours.append(f"SCALE=paper ~{hours:.1f} h on {PLAN_DEVICES} x {profile['name']} at "
+            hours, broken = plan.table_hours(table, compiled, profile, plan.DEFAULT_DEVICES, plan.DEFAULT_MFU)
+            ours.append(f"SCALE=paper ~{hours:.1f} h on {plan.DEFAULT_DEVICES} x {profile['name']} at "
                         f"{plan.DEFAULT_MFU:.0%} of peak (reproduce plan)"
                         + (f", {broken} cell(s) do not compile" if broken else ""))
         print(f"    ours:  {'; '.join(ours)}")
@@ -381,11 +380,14 @@ def main(argv=None) -> int:
     pl.add_argument("--hardware", default=plan.DEFAULT_HARDWARE,
                     help=f"a profile of configs/hardware/ (default: {plan.DEFAULT_HARDWARE}, the LookSAM "
                          "papers' chip)")
-    pl.add_argument("--devices", type=int, default=PLAN_DEVICES,
+    pl.add_argument("--devices", type=int, default=plan.DEFAULT_DEVICES,
                     help="chips of --hardware the batch is spread over (simulated CPU devices for "
                          "the compilation; default 8)")
     pl.add_argument("--mfu", type=float, default=plan.DEFAULT_MFU,
                     help=f"model-FLOPs utilisation assumed for the time (default {plan.DEFAULT_MFU})")
+    pl.add_argument("--markdown", action="store_true",
+                    help="print one Markdown line per table from the cache, compiling nothing (the "
+                         "README's table of tables)")
     args = p.parse_args(argv)
     if args.command == "list":
         return cmd_list(args)

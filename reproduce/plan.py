@@ -11,7 +11,7 @@ chips); then the table's total over the paper's seeds.
 
 Compilation is cached in `reproduce/plan_cache.json`, one entry per distinct program: keyed by the
 composed config (seed, logger, paths, epochs and the values that enter as constants aside:
-`cache_key`), the device count and the jax version, so a second call is instant and a fresh
+`cache_key`), the device count and jax's minor version, so a second call is instant and a fresh
 clone reads the committed entries. Hardware profiles (peaks, memory, sources) are in
 configs/hardware/.
 
@@ -32,9 +32,10 @@ import yaml
 from reproduce import compose, registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-HARDWARE_DIR = ROOT / "configs" / "hardware"
+HARDWARE_DIR = registry.HARDWARE_DIR
 CACHE_FILE = pathlib.Path(__file__).with_name("plan_cache.json")
 DEFAULT_HARDWARE, DEFAULT_MFU = "tpu_v3", 0.4  # the LookSAM papers' chip; a common utilisation
+DEFAULT_DEVICES = 8  # a TPU v3-8 / one 8-GPU node: what `make list-tables` and the README read
 # Settings that do not change the compiled program: each run's own seed, where it logs and reads,
 # how long it runs (the schedule's length is a constant in the step), how often it evaluates.
 NOT_COMPILED = {"trainer": ("seed", "workdir", "epochs", "max_steps", "eval_batch_size", "eval_every_epochs",
@@ -64,7 +65,7 @@ def hardware(name: str) -> dict:
 def cache_key(cfg: dict, devices: int) -> str:
     """The compiled program's key: the composed config without what does not compile
     (`NOT_COMPILED`) or enters as a constant (`CONSTANTS`; k only as whether a plain or reuse step
-    exists, k > 1), with the device count and the jax version."""
+    exists, k > 1), with the device count and jax's minor version."""
     import jax
 
     kept = {}
@@ -74,7 +75,9 @@ def cache_key(cfg: dict, devices: int) -> str:
         drop = (*NOT_COMPILED.get(group, ()), *CONSTANTS.get(group, ()))
         kept[group] = {k: v for k, v in value.items() if k not in drop} if isinstance(value, dict) else value
     kept["sam"]["k"] = min(kept["sam"]["k"], 2)
-    text = json.dumps({"config": kept, "devices": devices, "jax": jax.__version__}, sort_keys=True)
+    # jax's minor version: a patch release (pyproject pins >=0.10,<0.11) keeps the committed entries
+    release = ".".join(jax.__version__.split(".")[:2])
+    text = json.dumps({"config": kept, "devices": devices, "jax": release}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -188,10 +191,133 @@ def text(table, table_rows: list[dict], profile: dict, devices: int, mfu: float,
     return lines
 
 
+# A paper's speed metric in images/s and back, from the cell's figures (e = the plan's entry).
+TO_IMAGES_PER_SEC = {"images_per_sec": lambda v, e: v,
+                     "seconds_per_epoch": lambda v, e: e["train_examples"] / v,
+                     "total_seconds": lambda v, e: e["epochs"] * e["train_examples"] / v}
+
+
+def paper_speeds(table, compiled: dict, mfu: float) -> list[dict]:
+    """Each cell with a stated speed (a time or throughput metric's paper value) against the plan:
+    the images/s it implies, the TFLOP/s that is at the compiled FLOPs per image, the utilisation
+    of the paper's hardware (where `paper_hardware` says what it was), the figure predicted there
+    at `mfu`, and the cell's step-time ratio to its row's base column, the paper's against the
+    compiled FLOPs'."""
+    hw = table.paper_hardware
+    profile = hardware(hw.profile) if hw else None
+    speeds = {}
+    for cell in table.cells:
+        entry = compiled.get(cell.id) or {"error": "not planned"}
+        for metric, value in zip(table.metrics, cell.paper, strict=True):
+            if metric.key in TO_IMAGES_PER_SEC and isinstance(value, int | float) and "error" not in entry:
+                speeds[cell.id] = (cell, metric, value, entry,
+                                   TO_IMAGES_PER_SEC[metric.key](value / metric.scale, entry))
+    out = []
+    for cell_id, (cell, metric, value, entry, images_per_sec) in speeds.items():
+        base = speeds.get(f"{cell.row}/{table.base_column}") if table.base_column else None
+        row = {"cell": cell_id, "metric": metric, "paper": value, "images_per_sec": images_per_sec,
+               "tflops": images_per_sec * entry["flops_per_image"] / 1e12,
+               "paper_ratio": base[4] / images_per_sec if base else None,
+               "flops_ratio": entry["flops_per_image"] / base[3]["flops_per_image"] if base else None,
+               "chips": None, "mfu": None, "predicted": None}
+        if hw:
+            row["chips"] = hw.chips_of(cell)
+            peak = row["chips"] * profile["peak_tflops"][entry["dtype"]]
+            row["mfu"] = row["tflops"] / peak
+            predicted_ips = peak * 1e12 * mfu / entry["flops_per_image"]
+            # the metric back from images/s: each conversion is its own inverse in v <-> images/s
+            row["predicted"] = TO_IMAGES_PER_SEC[metric.key](predicted_ips, entry) * metric.scale
+        out.append(row)
+    return out
+
+
+def speeds_text(table, speeds: list[dict], mfu: float) -> list[str]:
+    if not speeds:
+        return []
+    hw = table.paper_hardware
+    where = (f"on {hardware(hw.profile)['name']}s ({hw.basis})" if hw
+             else "hardware not stated: the TFLOP/s it implies only")
+    lines = [f"  the paper's speeds against the plan, {where}",
+             f"  {'cell':34} {'paper':>16} {'images/s':>9} {'TFLOP/s':>8} {'chips':>6} {'MFU':>6} "
+             f"{f'at {mfu:.0%}':>16} {'x base: paper':>13} {'FLOPs':>6}"]
+
+    def shown(v, metric):
+        return f"{format(v, metric.format)} {metric.label}"
+
+    for r in speeds:
+        m = r["metric"]
+        paper_ratio, flops_ratio = (("—", "—") if r["paper_ratio"] is None
+                                    else (f"{r['paper_ratio']:.2f}", f"{r['flops_ratio']:.2f}"))
+        chips = "—" if r["chips"] is None else str(r["chips"])
+        utilisation = "—" if r["mfu"] is None else f"{r['mfu']:.0%}"
+        predicted = "—" if r["predicted"] is None else shown(r["predicted"], m)
+        lines.append(f"  {r['cell']:34} {shown(r['paper'], m):>16} {r['images_per_sec']:9,.0f} "
+                     f"{r['tflops']:8.1f} {chips:>6} {utilisation:>6} {predicted:>16} {paper_ratio:>13} "
+                     f"{flops_ratio:>6}")
+    return lines
+
+
+def make_target(table_id: str) -> str:
+    """The Makefile's target for a table id (looksam_table1 -> reproduce-table1, esam_figure3 ->
+    reproduce-esam-figure3, looksam_iclr_cifar10 -> reproduce-table-cifar10)."""
+    if table_id == "looksam_iclr_cifar10":
+        return "reproduce-table-cifar10"
+    return "reproduce-" + table_id.removeprefix("looksam_").replace("_", "-")
+
+
+def _span(values, fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)}-{format(hi, fmt)}"
+
+
+def markdown(tables, cache: dict, profile: dict, devices: int, mfu: float) -> list[str]:
+    """The README's table of tables: one line per table, its plan at paper size from `cache`
+    (nothing is compiled) and the paper's stated speeds against it."""
+    lines = [f"| command | reproduces | cells x seeds | at paper size: GFLOP/image, GiB/device, hours "
+             f"on {devices} x {profile['name']} at {mfu:.0%} | the paper's speeds against the plan |",
+             "|---|---|---:|---|---|"]
+    # LookSAM's before ESAM's, tables before figures: the papers' own order
+    for table in sorted(tables, key=lambda t: (t.id.startswith("esam"), t.kind != "table", t.id)):
+        head = (f"| `make {make_target(table.id)}` | {table.paper_name} {table.source}: {table.title} | "
+                f"{len(table.cells)} x {table.seeds} |")
+        compiled = planned(table, "paper", devices, cache)
+        if compiled is None:
+            lines.append(f"{head} not planned yet (`python -m reproduce plan {table.id}`) | |")
+            continue
+        table_rows = [r for r in rows(table, compiled, profile, devices, mfu) if not r["error"]]
+        broken = len(table.cells) - len(table_rows)
+        hours = sum(r["hours"] for r in table_rows) * table.seeds
+        plan_text = (f"{_span([r['gflops_per_image'] for r in table_rows], '.3g')}; "
+                     f"{_span([r['gib_per_device'] for r in table_rows], '.2f')}"
+                     f"{'' if all(r['fits'] for r in table_rows) else ' (some do not fit)'}; {hours:.1f} h"
+                     + (f"; {broken} do not compile" if broken else ""))
+        speeds = paper_speeds(table, compiled, mfu)
+        if not speeds:
+            speed_text = "none stated"
+        elif table.paper_hardware:
+            chips = "/".join(str(n) for n in sorted({r["chips"] for r in speeds}))
+            speed_text = (f"implied MFU {_span([100 * r['mfu'] for r in speeds], '.0f')}% on {chips} x "
+                          f"{hardware(table.paper_hardware.profile)['name']}")
+        else:
+            speed_text = (f"implied {_span([r['tflops'] for r in speeds], '.1f')} TFLOP/s "
+                          "(hardware not stated)")
+        ratios = [r for r in speeds
+                  if r["paper_ratio"] is not None and r["cell"].split("/")[1] != table.base_column]
+        if ratios:
+            speed_text += (f"; step time x base: paper {_span([r['paper_ratio'] for r in ratios], '.2f')}, "
+                           f"FLOPs {_span([r['flops_ratio'] for r in ratios], '.2f')}")
+        lines.append(f"{head} {plan_text} | {speed_text} |")
+    return lines
+
+
 def main(args) -> int:
     profile = hardware(args.hardware)
     if not 0 < args.mfu <= 1:
         raise ValueError(f"--mfu {args.mfu}: a fraction of the peak, in (0, 1]")
+    if args.markdown:
+        tables = [registry.load(n) for n in (registry.names() if args.table == "all" else [args.table])]
+        print("\n".join(markdown(tables, load_cache(), profile, args.devices, args.mfu)))
+        return 0
     names = registry.names() if args.table == "all" else [args.table]
     cache = load_cache()
     status = 0
@@ -202,5 +328,8 @@ def main(args) -> int:
                                  saved=lambda: save_cache(cache))
         table_rows = rows(table, compiled, profile, args.devices, args.mfu)
         status |= any(r["error"] for r in table_rows)
-        print("\n".join(text(table, table_rows, profile, args.devices, args.mfu, args.scale)) + "\n")
+        lines = text(table, table_rows, profile, args.devices, args.mfu, args.scale)
+        if args.scale == "paper":
+            lines += speeds_text(table, paper_speeds(table, compiled, args.mfu), args.mfu)
+        print("\n".join(lines) + "\n")
     return 1 if status else 0

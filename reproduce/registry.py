@@ -13,6 +13,9 @@ File format (reproduce/tables/<id>.yaml):
     title: Top-1 accuracy (%) on CIFAR-100
     caption: ...                       # the paper's caption
     hardware: ...                      # what the paper ran on (or "not stated")
+    paper_hardware:                    # optional: the same, for `reproduce plan`'s paper-vs-predicted
+      {profile: tpu_v3, chips: 128, basis: "..."}   # a configs/hardware/ profile; chips: a number or
+                                       # column id -> number; basis: where it is stated (or inferred)
     paper_time: ...                    # how long the paper's runs took (or "not stated")
     seeds: 1                           # the paper's seeds (ESAM: 3); SEEDS= overrides
     base_column: sgd                   # column the time/throughput ratios are relative to
@@ -109,6 +112,35 @@ def renders_dir(runs) -> pathlib.Path:
 
 
 METRIC_KINDS = ("accuracy", "time", "throughput")
+HARDWARE_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "hardware"
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperHardware:
+    """What a paper's stated speeds ran on: a hardware profile (configs/hardware/) and how many."""
+    profile: str
+    chips: Any  # an int, or column id -> int (LookSAM Table 5: one slice per batch size)
+    basis: str  # the sentence or inference it rests on
+
+    def chips_of(self, cell: Cell) -> int:
+        return self.chips[cell.column] if isinstance(self.chips, dict) else self.chips
+
+
+def _paper_hardware(raw, columns, where) -> PaperHardware | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"profile", "chips", "basis"}:
+        raise ValueError(f"{where}: paper_hardware needs exactly profile, chips and basis; got {raw!r}")
+    if not (HARDWARE_DIR / f"{raw['profile']}.yaml").is_file():
+        raise ValueError(f"{where}: paper_hardware profile {raw['profile']!r} is not in configs/hardware/")
+    chips = raw["chips"]
+    counts = chips.values() if isinstance(chips, dict) else [chips]
+    if isinstance(chips, dict) and set(chips) != {c["id"] for c in columns}:
+        raise ValueError(f"{where}: paper_hardware chips by column must name every column id "
+                         f"{[c['id'] for c in columns]}")
+    if not all(isinstance(n, int) and n > 0 for n in counts):
+        raise ValueError(f"{where}: paper_hardware chips must be positive integers; got {chips!r}")
+    return PaperHardware(raw["profile"], chips, raw["basis"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,6 +342,7 @@ class Table:
     claims_reason: str | None = None
     readings: tuple[Reading, ...] = ()  # declared besides the paper's
     reading: Reading | None = None  # the one these cells run (None: the paper's)
+    paper_hardware: PaperHardware | None = None
 
     @property
     def reading_name(self) -> str | None:
@@ -414,7 +447,8 @@ def _load(table_id: str, directory: pathlib.Path) -> Table:
                  rows=rows, columns=columns, cells=tuple(cells), plot=raw.get("plot") or {},
                  notes=tuple(raw.get("notes") or []),
                  claims=_claims(raw, metrics, rows, columns, where),
-                 claims_reason=raw.get("claims_reason"), readings=readings)
+                 claims_reason=raw.get("claims_reason"), readings=readings,
+                 paper_hardware=_paper_hardware(raw.get("paper_hardware"), columns, where))
 
 
 def merge_overrides(*lists) -> tuple[str, ...]:

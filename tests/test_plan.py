@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
+import subprocess
 
 import flax.linen as nn
 import jax
@@ -165,3 +167,58 @@ def test_list_tables_reads_the_plan(capsys, monkeypatch):
     block = out[out.index("esam_table1 "):out.index("esam_table2 ")]
     assert f"SCALE=paper ~{hours:.1f} h on 8 x TPU v3 chip at 40% of peak (reproduce plan)" in block
     assert "SCALE=paper: not planned yet (python -m reproduce plan esam_table2)" in out
+
+
+def test_the_papers_speeds_against_the_plan():
+    """LookSAM Table 2's s/epoch on its 128 TPU-v3 chips, and Table 5's hours per slice, against
+    hand arithmetic from made-up FLOPs per image."""
+    table = registry.load("looksam_table2")
+    entry = {"train_examples": 1_281_167, "epochs": 300.0, "dtype": "float32"}
+    compiled = {c.id: {**entry, "flops_per_image": 2e11 if c.column == "sam" else 1e11} for c in table.cells}
+    speeds = {r["cell"]: r for r in plan_cli.paper_speeds(table, compiled, mfu=0.4)}
+    adamw, sam = speeds["vit_b16/adamw"], speeds["vit_b16/sam"]
+    assert adamw["images_per_sec"] == pytest.approx(1_281_167 / 59.7)
+    assert adamw["tflops"] == pytest.approx(1_281_167 / 59.7 * 1e11 / 1e12)
+    assert adamw["chips"] == 128
+    assert adamw["mfu"] == pytest.approx(1_281_167 / 59.7 * 1e11 / (128 * 123e12))
+    # at 40% of 128 x 123 TFLOP/s, 1e11 FLOPs per image: 62,976 images/s, 20.34 s per epoch
+    assert adamw["predicted"] == pytest.approx(1_281_167 / (128 * 123e12 * 0.4 / 1e11))
+    assert sam["paper_ratio"] == pytest.approx(103.1 / 59.7) and sam["flops_ratio"] == pytest.approx(2.0)
+    assert len(speeds) == 24  # every cell prints a time
+
+    table5 = registry.load("looksam_table5")
+    compiled = {c.id: {**entry, "flops_per_image": 1e11} for c in table5.cells}
+    speeds = {r["cell"]: r for r in plan_cli.paper_speeds(table5, compiled, mfu=0.4)}
+    assert "lamb/b32k" not in speeds  # "/" in the paper
+    row = speeds["look_layersam/b32k"]  # 0.7 h on 1024 chips
+    assert row["chips"] == 1024
+    assert row["images_per_sec"] == pytest.approx(300 * 1_281_167 / (0.7 * 3600))
+    assert row["predicted"] == pytest.approx(300 * 1_281_167 / (1024 * 123e12 * 0.4 / 1e11) / 3600)
+    lines = plan_cli.speeds_text(table5, list(speeds.values()), 0.4)
+    assert "Section 4.4" in lines[0] and any("look_layersam/b32k" in line and "0.7 hours" in line
+                                             for line in lines)
+
+    esam = registry.load("esam_table1")  # images/s with no hardware: TFLOP/s only
+    compiled = {c.id: {**entry, "flops_per_image": 1e9} for c in esam.cells}
+    row = {r["cell"]: r for r in plan_cli.paper_speeds(esam, compiled, mfu=0.4)}["resnet18_cifar10/esam"]
+    assert row["mfu"] is None and row["predicted"] is None and row["tflops"] == pytest.approx(
+        row["images_per_sec"] * 1e9 / 1e12)
+
+
+def test_paper_hardware_is_checked_on_load(tmp_path):
+    text = (registry.TABLES_DIR / "looksam_table5.yaml").read_text()
+    for bad, message in [("profile: tpu_v3", "profile: tpu_v9"), ("b32k: 1024}", "b32k: 0}"),
+                         ("b4k: 128, ", "")]:
+        (tmp_path / "looksam_table5.yaml").write_text(text.replace(bad, message, 1))
+        with pytest.raises(ValueError, match="paper_hardware"):
+            registry.load("looksam_table5", tmp_path)
+
+
+def test_each_table_line_names_its_make_target():
+    """The README's table of tables gives `make <target>` per table: each runs that table."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    targets = [plan_cli.make_target(name) for name in registry.names()]
+    out = subprocess.run(["make", "-n", "-C", str(root), *targets], capture_output=True, text=True,
+                         check=True)
+    ran = [line.split()[-1] for line in out.stdout.splitlines() if "reproduce run" in line]
+    assert ran == registry.names()
