@@ -139,14 +139,24 @@ def cell_cost(cell: registry.Cell) -> float:
     return compose.estimator(cell).ideal_cost
 
 
+def committed_runs(evidence_dir):
+    """(table, scale, cell id, summary) of every completed run of the paper's reading in a runs
+    folder (<table>/<scale>/<row>/<column>/seed<k>/summary.json); a reading's runs lie one level
+    deeper and are left out."""
+    for path in sorted(pathlib.Path(evidence_dir).glob("*/*/*/*/seed*/summary.json")):
+        summary = json.loads(path.read_text())
+        if summary.get("status") == "completed":
+            table, scale, row, column = path.parts[-6:-2]
+            yield table, scale, f"{row}/{column}", summary
+
+
 def sgd_reference(evidence_dir) -> dict[str, float]:
     """Seconds per training image of the committed SGD-M ResNet-18 runs (the cpu presets' width),
     their median over runs, and the images of one such run at each scale that has one."""
     rates, images = [], {}
-    for path in sorted(pathlib.Path(evidence_dir).glob("*/*/*/*/seed*/summary.json")):
-        s = json.loads(path.read_text())
+    for _, _, _, s in committed_runs(evidence_dir):
         c = s.get("config") or {}
-        if (s.get("evidence_from") or s.get("status") != "completed"  # a shared copy counts once
+        if (s.get("evidence_from")  # a shared copy counts once
                 or c.get("sam", {}).get("method") != "none" or c.get("model", {}).get("name") != "resnet18"):
             continue
         batch = c["trainer"]["batch_size"]
@@ -155,6 +165,15 @@ def sgd_reference(evidence_dir) -> dict[str, float]:
     if not rates:
         return {}
     return {"seconds_per_image": sorted(rates)[len(rates) // 2], "runs": len(rates), **images}
+
+
+def measured_seconds(evidence_dir) -> dict[tuple[str, str], dict[str, float]]:
+    """(table, scale) -> cell id -> the mean wall seconds of its committed runs (a shared copy
+    carries its original's time: the same cell run once)."""
+    times: dict = {}
+    for table, scale, cell, s in committed_runs(evidence_dir):
+        times.setdefault((table, scale), {}).setdefault(cell, []).append(s["total_seconds"])
+    return {k: {c: sum(v) / len(v) for c, v in cells.items()} for k, cells in times.items()}
 
 
 def scale_images(scale: str, reference: dict) -> int | None:
@@ -177,23 +196,38 @@ def scale_images(scale: str, reference: dict) -> int | None:
 def cmd_list(args) -> int:
     cache, profile = plan.load_cache(), plan.hardware(plan.DEFAULT_HARDWARE)
     reference = sgd_reference(registry.EVIDENCE_DIR)
+    measured_cells = measured_seconds(registry.EVIDENCE_DIR)
     if reference:
-        print(f"Estimates: the method's cost (forward+backward passes per step) x the median "
+        print(f"Hours per scale: cpu and afternoon are measured, the mean wall time of each cell's "
+              f"committed runs (evidence/) times the paper's seeds, where a cell has them; else "
+              f"estimated, its method's cost (forward+backward passes per step) x the median "
               f"{1 / reference['seconds_per_image']:.0f} images/s of {reference['runs']} committed "
-              f"SGD-M ResNet-18 (width 16) run(s) on 2 CPU cores (evidence/); other models differ.\n")
+              f"SGD-M ResNet-18 (width 16) run(s) on 2 CPU cores (other models differ). paper: the "
+              f"plan's compiled FLOPs (python -m reproduce plan).\n")
     tables = list(registry.all_tables().values())
     compose.configs([c for t in tables for c in t.cells])  # all of them in one Hydra context
     for table in tables:
-        cost = sum(cell_cost(c) for c in table.cells) * table.seeds
         print(f"{table.id:<22} {table.paper_name} {table.source}: {len(table.cells)} cells x "
               f"{table.seeds} seed(s)")
         print(f"    paper: {table.hardware}; {table.paper_time}")
         ours = []
         for scale in ("cpu", "afternoon"):
+            # a cell's committed runs where it has them, else its method's cost x the SGD-M reference
+            measured = measured_cells.get((table.id, scale), {})
             images = scale_images(scale, reference) if reference else None
-            if images:
-                hours = cost * images * reference["seconds_per_image"] / 3600
-                ours.append(f"SCALE={scale} ~{hours:.1f} h")
+            if not images and not measured:
+                continue
+            seconds, estimated = 0.0, 0
+            for cell in table.cells:
+                if cell.id in measured:
+                    seconds += measured[cell.id]
+                elif images:
+                    seconds += cell_cost(cell) * images * reference["seconds_per_image"]
+                    estimated += 1
+            source = "estimated" if not measured else (
+                f"measured: {len(table.cells) - estimated} of {len(table.cells)} cells' committed runs"
+                + (", the rest estimated" if estimated else ""))
+            ours.append(f"SCALE={scale} ~{seconds * table.seeds / 3600:.1f} h ({source})")
         ours.append(f"SCALE=smoke ~{len(table.cells) * table.seeds * SMOKE_SECONDS_PER_CELL / 60:.0f} min")
         compiled = plan.planned(table, "paper", plan.DEFAULT_DEVICES, cache)
         if compiled is None:

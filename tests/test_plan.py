@@ -222,3 +222,26 @@ def test_each_table_line_names_its_make_target():
                          check=True)
     ran = [line.split()[-1] for line in out.stdout.splitlines() if "reproduce run" in line]
     assert ran == registry.names()
+
+
+def test_list_tables_takes_cpu_scale_hours_from_committed_runs(tmp_path, capsys, monkeypatch):
+    """A cell with committed runs at a scale counts their mean wall time; the others are estimated
+    from the SGD-M reference (the median seconds per image of the committed SGD-M ResNet-18 runs)."""
+    for seed, seconds in enumerate((3600.0, 7200.0)):
+        run = tmp_path / "esam_table1" / "afternoon" / "resnet18_cifar10" / "sgd" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({
+            "status": "completed", "total_seconds": seconds, "step": 1000,
+            "config": {"sam": {"method": "none"}, "model": {"name": "resnet18"},
+                       "trainer": {"batch_size": 128}, "scale": {"name": "afternoon"}}}))
+    monkeypatch.setattr(registry, "EVIDENCE_DIR", tmp_path)
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    table = registry.load("esam_table1")
+    # the other 17 cells: their passes per step x 128,000 images x 7,200 s / 128,000 images (the median)
+    others = sum(cli.cell_cost(c) for c in table.cells if c.id != "resnet18_cifar10/sgd") * 7200.0
+    hours = (5400.0 + others) * 3 / 3600
+    block = out[out.index("esam_table1 "):out.index("esam_table2 ")]
+    assert (f"SCALE=afternoon ~{hours:.1f} h (measured: 1 of 18 cells' committed runs, the rest "
+            "estimated)") in block
+    assert "SCALE=afternoon ~" in out[out.index("esam_table2 "):] and "(estimated)" in out
