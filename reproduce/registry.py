@@ -113,6 +113,23 @@ def renders_dir(runs) -> pathlib.Path:
 
 METRIC_KINDS = ("accuracy", "time", "throughput")
 HARDWARE_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "hardware"
+# A table's `plot:` section (results/figures.py draws it): its kinds and the keys any kind reads.
+PLOT_TYPES = ("scatter", "heatmap", "lines", "bars", "curves", "diagnostics", "landscape")
+PLOT_KEYS = ("type", "title", "x", "y", "xlabel", "ylabel", "x_values", "metric", "series", "cells", "panels",
+             "connect", "annotate", "normalise", "points_from", "ratio_to", "tags", "paper_curves", "cmap",
+             "zoom", "dir", "xscale", "yscale")
+
+
+def _plot(raw, where) -> dict:
+    plot = raw or {}
+    if not isinstance(plot, dict):
+        raise ValueError(f"{where}: plot must be a mapping, got {plot!r}")
+    if "type" in plot and plot["type"] not in PLOT_TYPES:
+        raise ValueError(f"{where}: plot type {plot['type']!r}; one of {PLOT_TYPES}")
+    unknown = sorted(set(plot) - set(PLOT_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: plot has unknown key(s) {unknown}; allowed {sorted(PLOT_KEYS)}")
+    return plot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,7 +461,7 @@ def _load(table_id: str, directory: pathlib.Path) -> Table:
                  hardware=raw.get("hardware", "not stated"),
                  paper_time=raw.get("paper_time", "not stated"), seeds=int(raw.get("seeds", 1)),
                  base_column=base, metrics=metrics, overrides=tuple(raw.get("overrides", [])),
-                 rows=rows, columns=columns, cells=tuple(cells), plot=raw.get("plot") or {},
+                 rows=rows, columns=columns, cells=tuple(cells), plot=_plot(raw.get("plot"), where),
                  notes=tuple(raw.get("notes") or []),
                  claims=_claims(raw, metrics, rows, columns, where),
                  claims_reason=raw.get("claims_reason"), readings=readings,

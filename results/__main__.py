@@ -103,7 +103,7 @@ def _render(args) -> int:
         try:
             paths = write(table, results, args.scale, source, out, runs_dir=runs_dir,
                           tables_dir=tables_dir, results_for=results_for)
-        except render.FewerSeeds as e:
+        except (render.FewerSeeds, render.DrawError) as e:  # the other tables still render
             print(f"error: {e}", file=sys.stderr)
             kept += 1
             continue
@@ -216,8 +216,12 @@ def _sweep(args) -> int:
 
 
 def _report(args) -> int:
-    path = report.build(args.runs, args.scale, args.out, args.tables,
-                        source=f"`{portable_path(args.runs)}`", redraw=args.redraw, reading=args.reading)
+    try:
+        path = report.build(args.runs, args.scale, args.out, args.tables,
+                            source=f"`{portable_path(args.runs)}`", redraw=args.redraw, reading=args.reading)
+    except render.DrawError as e:  # the page is written, without the figures named
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -65,7 +65,6 @@ from reproduce import compose, registry
 from results import collect as collect_lib
 from results import render
 
-PLOT_TYPES = ("scatter", "heatmap", "lines", "bars", "curves", "diagnostics", "landscape")
 DEFAULT_TAGS = {"curves": ["test_accuracy"], "diagnostics": ["train_sam_cos_g_gs", "train_sam_g_v_norm"]}
 LINESTYLES = {"solid": "-", "dashed": "--", "dotted": ":", "dashdot": "-."}
 
@@ -155,9 +154,8 @@ NO_DATA_WIDTH = 38  # characters per line at fontsize 8 in the narrowest (4-pane
 _EMPTY_PANELS: weakref.WeakSet = weakref.WeakSet()
 
 
-def _no_data(ax, text: str, empty: bool = True):
-    """Writes `text` in the middle of a panel that shows no data; `empty=False`: the note is an
-    error, not missing data (has_data does not count the panel as empty)."""
+def _no_data(ax, text: str):
+    """Writes `text` in the middle of a panel that shows no data (has_data counts it as empty)."""
     # Wrapped here, not with matplotlib's wrap=True: that wraps at the figure's width, so a long
     # message spills over the neighbouring panels and tight_layout shrinks every axis to fit it.
     lines = [w for line in text.split("\n")
@@ -165,8 +163,7 @@ def _no_data(ax, text: str, empty: bool = True):
     ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", transform=ax.transAxes, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
-    if empty:
-        _EMPTY_PANELS.add(ax)
+    _EMPTY_PANELS.add(ax)
 
 
 def has_data(fig) -> bool:
@@ -742,13 +739,18 @@ def _figsize(table, plot, kind) -> tuple[float, float]:
     return 4.5 * n_groups, 4.0 * n_sources
 
 
+# One drawer per registry.PLOT_TYPES (tests/test_results.py checks they match).
+DRAWERS = {"scatter": xy, "lines": xy, "heatmap": heatmap, "bars": bars, "curves": curves,
+           "diagnostics": curves, "landscape": landscapes}
+
+
 def build(table, results, runs_dir=None, scale: str = "cpu", tables_dir=None, results_for=None) -> Figure:
     """`table` drawn on a matplotlib Figure, not yet saved (`write` saves it, `has_data` reads it).
 
     results_for(other_table) -> results supplies `points_from` tables (default: read runs_dir).
     """
-    plot = table.plot if isinstance(table.plot, dict) else {}
-    kind = plot.get("type") if plot.get("type") in PLOT_TYPES else "bars"
+    plot = table.plot  # checked on load (reproduce/registry.py: PLOT_TYPES, PLOT_KEYS)
+    kind = plot.get("type") or "bars"
     plot = {**plot, "type": kind}
     if results_for is None and runs_dir is not None:
         def results_for(other):
@@ -758,15 +760,12 @@ def build(table, results, runs_dir=None, scale: str = "cpu", tables_dir=None, re
     fig = Figure(figsize=size, layout="constrained")
     try:
         context = {"runs_dir": runs_dir, "other": _other_table(table, plot, tables_dir, results_for)}
-        draw_fn = {"scatter": xy, "lines": xy, "heatmap": heatmap, "bars": bars, "curves": curves,
-                   "diagnostics": curves, "landscape": landscapes}[kind]
+        draw_fn = DRAWERS[kind]
         if normalised:
             draw_fn = normalised_scatter
         draw_fn(fig, table, results, plot, scale, context)
-    except Exception as e:  # noqa: BLE001 - a figure we cannot draw becomes a note, not a crash
-        print(f"warning: {table.id}: could not draw {kind}: {type(e).__name__}: {e}", file=sys.stderr)
-        fig.clear()
-        _no_data(fig.add_subplot(1, 1, 1), f"could not draw {kind}: {type(e).__name__}: {e}", empty=False)
+    except Exception as e:  # a drawing bug or a plot the data cannot fill: an error naming both
+        raise render.DrawError(f"{table.id}: could not draw its {kind} plot: {type(e).__name__}: {e}") from e
     width = fig.get_size_inches()[0]
     fig.suptitle(textwrap.fill(plot.get("title") or render.title(table), int(width * 11)), fontsize=10)
     return fig

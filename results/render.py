@@ -696,6 +696,10 @@ class FewerSeeds(ValueError):
     """A render would replace one made from more completed seeds."""
 
 
+class DrawError(ValueError):
+    """A figure that could not be drawn (results/figures.py): its table, plot type and cause."""
+
+
 def completed_seeds(results) -> int:
     return sum(r.n_completed for r in results.values())
 

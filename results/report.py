@@ -139,12 +139,13 @@ def _index_row(table, results, ran: bool, commands: list[str]) -> str:
 def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: str | None = None,
           redraw: bool = False, reading: str | None = None) -> pathlib.Path:
     """Writes `<out>/index.html` (figures' PNGs beside it); returns its path. A reading other than
-    the paper's: `<out>/index_<reading>.html`, of the tables that declare it."""
+    the paper's: `<out>/index_<reading>.html`, of the tables that declare it. A figure that cannot
+    be drawn is named on the page, and a render.DrawError naming each follows once it is written."""
     runs = pathlib.Path(runs)
     out = pathlib.Path(out) if out is not None else registry.renders_dir(runs)
     out.mkdir(parents=True, exist_ok=True)
     source = source or f"`{runs}`"
-    rows, sections, n_ran = [], [], 0
+    rows, sections, n_ran, failed = [], [], 0, []
     tables = list(registry.all_tables(pathlib.Path(tables_dir)).values())
     if reading not in (None, registry.PAPER):
         tables = [registry.load(t.id, pathlib.Path(tables_dir), reading=reading) for t in tables
@@ -155,15 +156,22 @@ def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: st
         results = collect_lib.collect(table, runs, scale)
         ran = completed_cells(results) > 0
         images: tuple[str, ...] = ()
+        undrawn = None
         if ran and table.kind == "figure":
-            png = figure_png(table, results, runs, scale, out, tables_dir, redraw)
-            ran = png is not None  # a figure with nothing to draw is listed as not run
-            images = (pathlib.Path(os.path.relpath(png, out)).as_posix(),) if ran else ()
+            try:
+                png = figure_png(table, results, runs, scale, out, tables_dir, redraw)
+            except render.DrawError as e:  # the rest of the page still gets written
+                failed.append(str(e))
+                png, undrawn = None, str(e)
+            ran = png is not None or undrawn is not None  # nothing to draw: listed as not run
+            images = (pathlib.Path(os.path.relpath(png, out)).as_posix(),) if png else ()
         rows.append(_index_row(table, results, ran, [] if ran else make_commands(table, scale, runs)))
         if not ran:
             continue
         n_ran += 1
         sections.append(f'<section class="report" data-table="{html.escape(table.id)}">')
+        if undrawn:
+            sections.append(f'<p class="error">{html.escape(undrawn)}</p>')
         sections += render.html_body(table, results, scale, source, images, level=2, anchor=table.id,
                                      legend=False, sweeps=sweep_links(table, scale, out))
         sections += ['<p><a class="top" href="#index">Back to the index</a></p>', "</section>"]
@@ -183,4 +191,6 @@ def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: st
     page = render.html_document(heading, body).replace("</style>", REPORT_STYLE + "</style>", 1)
     path = out / ("index.html" if reading in (None, registry.PAPER) else f"index_{reading}.html")
     path.write_text(page)
+    if failed:
+        raise render.DrawError("; ".join(failed) + f" (wrote {path} without them)")
     return path

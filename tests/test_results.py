@@ -289,7 +289,15 @@ PLOTS = ["{type: heatmap, xlabel: gamma, ylabel: beta}", "{type: lines}",
          "columns: [sgd]}, series: [{label: LookSAM, parameter: sam.k, columns: [looksam5, sam]}]}",
          "{type: diagnostics}", "{type: diagnostics, panels: rows, x: epoch, series: [{key: cos_g_gs, "
          "label: cos, style: dashed}], paper_curves: {SAM: [[0, 0.5], [2, 0.7]]}}",
-         "{type: curves, tags: test_accuracy}", "{type: nonsense, x: 3}", "null"]
+         "{type: curves, tags: test_accuracy}", "null"]
+
+
+def test_every_plot_type_has_a_drawer_and_a_bad_plot_fails_on_load(throughput_table):
+    assert set(figures.DRAWERS) == set(registry.PLOT_TYPES)
+    for plot, message in [("{type: nonsense}", "plot type 'nonsense'"), ("{type: bars, colour: red}",
+                                                                          r"unknown key\(s\) \['colour'\]")]:
+        with pytest.raises(ValueError, match=message):
+            throughput_table("figure", plot)
 
 
 @pytest.mark.parametrize("with_runs", [True, False], ids=["runs", "no_runs"])
@@ -642,3 +650,27 @@ def test_normalised_scatter_draws(throughput_table, tmp_path, capsys, plot):
     err = capsys.readouterr().err
     assert "could not draw" not in err
     assert ("names no column" in err) == ("nonsense" in plot)
+
+
+def test_a_figure_that_cannot_be_drawn_is_an_error_not_an_image(throughput_table, tmp_path, capsys,
+                                                                 monkeypatch):
+    """render exits 1 naming the table and the cause, keeps any earlier render, and still renders
+    the other tables; the report is written with the failure named on it, and exits 1."""
+    table, runs = throughput_table("figure", "{type: bars, metric: images_per_sec}")
+
+    def broken(*args):
+        raise ZeroDivisionError("a drawing bug")
+
+    monkeypatch.setitem(figures.DRAWERS, "bars", broken)
+    with pytest.raises(render.DrawError, match=r"its bars plot: ZeroDivisionError: a drawing bug"):
+        figures.build(table, collect.collect(table, runs, SCALE), runs_dir=runs, scale=SCALE)
+    out = tmp_path / "renders"
+    code = cli.main(["--tables", str(tmp_path), "render", table.id, "--runs", str(runs), "--scale", SCALE,
+                     "--out", str(out)])
+    assert code == 1 and "could not draw its bars plot" in capsys.readouterr().err
+    assert not list(out.glob(f"{table.id}_*"))  # no image of the error, no half render
+    code = cli.main(["--tables", str(tmp_path), "report", "--runs", str(runs), "--scale", SCALE,
+                     "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "could not draw its bars plot" in err and "without them" in err
+    assert "could not draw its bars plot" in (out / "index.html").read_text()
