@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -15,7 +17,14 @@ CASES = [("sam", dict(rho=0.3), True), ("looksam", dict(rho=0.3, k=2), True),
          ("looksam", dict(rho=0.3, k=2), False), ("layersam", dict(rho=0.3), True),
          ("esam", dict(rho=0.3, beta=0.5, gamma=0.5), True),
          ("esam", dict(rho=0.3, beta=0.5, gamma=0.5, m=4), True),
-         ("sam", dict(rho=0.3, m=2, microbatch=8), True)]
+         ("sam", dict(rho=0.3, m=2, microbatch=8), True),
+         # m-groups vmapped as on an accelerator, told the batch's sharding: each device its own
+         # groups (shard_map) where m divides its 2 examples, else one group after the other
+         ("sam", dict(rho=0.3, m=2, group_map="vmap"), True),
+         ("looksam", dict(rho=0.3, k=2, m=2, group_map="vmap"), True),
+         ("looksam", dict(rho=0.3, k=2, m=2, group_map="vmap"), False),
+         ("esam", dict(rho=0.3, beta=0.5, gamma=0.5, m=2, group_map="vmap"), True),
+         ("sam", dict(rho=0.3, m=4, group_map="vmap"), True)]
 
 
 def float64(tree):
@@ -39,10 +48,14 @@ def test_sharded_batch_equals_one_device(problem, method, hp, sam_step):
         key = jax.random.key(1)
         want = fn(params, batch, state, key)
         replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+        if hp.get("group_map") == "vmap":
+            est = dataclasses.replace(est, batch_sharding=sharded)
+            fn = jax.jit(lambda p, b, s, r: est.gradient(problem.loss_fn, p, b, s, r, sam_step=sam_step))
         got = fn(jax.device_put(params, replicated), jax.device_put(batch, sharded),
                  jax.device_put(state, replicated), key)
         assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(got[0]))  # grads replicated
-        flat_got, flat_want = ravel_pytree(got[:2])[0], ravel_pytree(want[:2])[0]
+        # the gradient, the estimator's state, and the forward's aux (BatchNorm statistics)
+        flat_got, flat_want = (ravel_pytree((r[:2], r[2].aux))[0] for r in (got, want))
     assert flat_want.dtype == np.float64
     np.testing.assert_allclose(flat_got, flat_want, 1e-9, 1e-10)
 

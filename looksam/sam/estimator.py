@@ -7,6 +7,7 @@ function of (params, batch, state, rng) that returns the gradient to hand to the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -14,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax.tree_utils as otu
+from jax.sharding import PartitionSpec as P
 
 from looksam.sam import batching, diagnostics, esam, look, perturb, swp_skip
 
@@ -258,7 +260,7 @@ class Estimator:
         """A step without a perturbation: `none`, or a reuse step of sam_k / LookSAM."""
         del rng
         g, losses, aux = self._over_groups(
-            lambda b, size: batching.mean_grad(loss_fn, params, b, size), batch)
+            lambda est, w, b, size: batching.mean_grad(loss_fn, w, b, size), params, batch)
         grads = self._reuse(g, g_v)
         return grads, g, g_v, (aux, ()), self._metrics(g, grads, g_v, jnp.mean(losses), sam_step=False)
 
@@ -266,10 +268,10 @@ class Estimator:
         return look.reuse(g, g_v, self.alpha) if self.parts.reuses_g_v else g
 
     def _sam_step(self, loss_fn, params, batch, g_v, rng):
-        def group(b, size):
-            return self._perturbed_gradients(loss_fn, params, b, rng, size)
+        def group(est, w, b, size):
+            return est._perturbed_gradients(loss_fn, w, b, rng, size)
 
-        (g, g_s, cosines), (losses, sharpness, selected), aux = self._over_groups(group, batch)
+        (g, g_s, cosines), (losses, sharpness, selected), aux = self._over_groups(group, params, batch)
         previous_g_v = g_v
         if self.parts.reuses_g_v:
             g_v = look.orthogonal_component(g, g_s)
@@ -335,26 +337,69 @@ class Estimator:
             rho = rho / self.beta
         return _EPSILON[self.parts.perturbation](params, g, rho)
 
-    def _over_groups(self, fn, batch):
-        """fn(group_batch, microbatch) -> (sums, per_example, aux) over the whole batch.
+    def _over_groups(self, fn, params, batch):
+        """fn(estimator, params, group_batch, microbatch) -> (sums, per_example, aux) over the whole
+        batch (params passed, not closed over: shard_map differentiates them per device).
 
         m = None: one group, microbatched inside fn. m-sharpness: groups of m examples vmapped,
-        `microbatch / m` groups per scanned chunk; sums become means over groups.
+        `microbatch / m` groups per scanned chunk; sums become means over groups. With the batch
+        sharded over several devices, each device runs its own groups (`_over_device_groups`).
         """
         if self.m is None:
-            return fn(batch, self.microbatch)
+            return fn(self, params, batch, self.microbatch)
+        if self.microbatch is None and (self._loops_over_groups() or self._groups_span_devices(batch)):
+            return _loop_groups(lambda b, size: fn(self, params, b, size), batching.split(batch, self.m),
+                                self._constrain)
+        if self._groups_per_device(batch):
+            return self._over_device_groups(fn, params, batch)
         groups = batching.split(batch, self.m)  # [n / m, m, ...]: consecutive examples per group
-        if self.microbatch is None and self._loops_over_groups():
-            return _loop_groups(fn, groups, self._constrain)
 
         def chunk(gs):
-            sums, per_example, aux = jax.vmap(lambda g: fn(g, None))(gs)
+            sums, per_example, aux = jax.vmap(lambda g: fn(self, params, g, None))(gs)
             return jax.tree.map(lambda x: x.sum(0), sums), per_example, batching.reduce_aux(aux)
 
         per_chunk = None if self.microbatch is None else self.microbatch // self.m
         sums, per_example, aux = batching.accumulate(chunk, groups, per_chunk)
         num_groups = batching.batch_size(groups)
         return otu.tree_scale(1.0 / num_groups, sums), batching.merge(per_example), aux
+
+    def _devices(self) -> int:
+        s = self.batch_sharding
+        return s.mesh.size if s is not None and hasattr(s, "mesh") else 1
+
+    def _groups_per_device(self, batch) -> bool:
+        """Whether each m-group lies on one device: a batch sharded over several devices, m
+        dividing each one's share, no microbatching."""
+        devices = self._devices()
+        return (devices > 1 and self.microbatch is None
+                and (batching.batch_size(batch) // devices) % self.m == 0)
+
+    def _groups_span_devices(self, batch) -> bool:
+        """Whether an m-group straddles devices (ESAM Table 2: m = 128 over 64 examples per device
+        on 8 devices): then the groups run one after the other, each spread over the devices."""
+        devices = self._devices()
+        return devices > 1 and (batching.batch_size(batch) // devices) % self.m != 0
+
+    def _over_device_groups(self, fn, params, batch):
+        """`_over_groups` with each device vmapping its own groups (shard_map), then the groups'
+        means averaged over the devices: the same groups (consecutive examples, and a device holds
+        consecutive examples) and the same result. Vmapped over the whole sharded batch instead,
+        each group's perturbed kernels make its convolutions grouped ones, which XLA's SPMD
+        partitioner replicates: every device then computes every group (`reproduce plan`: SAM
+        with m = 8 on 8 devices cost 11.3 plain steps, not 2; docs/plan.md)."""
+        s = self.batch_sharding
+        axis = s.spec[0]
+        local = dataclasses.replace(self, batch_sharding=None, group_map="vmap")
+
+        def per_device(w, b):
+            sums, per_example, aux = local._over_groups(fn, w, b)
+            mean = functools.partial(jax.lax.pmean, axis_name=axis)  # equal groups per device
+            aux = jax.tree.map(lambda x: mean(x) if jnp.issubdtype(x.dtype, jnp.inexact) else x, aux)
+            return jax.tree.map(mean, sums), per_example, aux
+
+        # check_vma off: an integer aux leaf (a count) is the same on every device, not psummed
+        return jax.shard_map(per_device, mesh=s.mesh, in_specs=(P(), P(axis)),
+                             out_specs=(P(), P(axis), P()), check_vma=False)(params, batch)
 
     def _loops_over_groups(self) -> bool:
         """Whether m-groups run one after the other instead of vmapped: "auto" loops on CPU.
@@ -383,7 +428,7 @@ class Estimator:
 
 def _loop_groups(fn, groups, constrain):
     """`_over_groups`'s result with the groups [g, m, ...] run one after the other, each spread
-    over the devices by `constrain`."""
+    over the devices by `constrain`; fn(group_batch, microbatch)."""
     parts = [fn(constrain(jax.tree.map(lambda x, i=i: x[i], groups)), None)
              for i in range(batching.batch_size(groups))]
     sums = jax.tree.map(lambda *xs: sum(xs), *[p[0] for p in parts])
