@@ -36,6 +36,11 @@ from omegaconf import OmegaConf
 from looksam import config, train
 from looksam.data import pipeline
 
+# Part of every cached plan's key (reproduce/plan.py): raise it with any change to the trainer's
+# or an estimator's step that changes the compiled program, so stale entries are compiled afresh.
+# 2: m-groups on several devices run per device (looksam/sam/estimator.py: _over_device_groups).
+PROGRAM_VERSION = 2
+
 # Code generation only: the optimised HLO and its buffer assignment are the same (module doc).
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 

@@ -65,7 +65,7 @@ def hardware(name: str) -> dict:
 def cache_key(cfg: dict, devices: int) -> str:
     """The compiled program's key: the composed config without what does not compile
     (`NOT_COMPILED`) or enters as a constant (`CONSTANTS`; k only as whether a plain or reuse step
-    exists, k > 1), with the device count and jax's minor version."""
+    exists, k > 1), with the device count, jax's minor version and looksam.plan.PROGRAM_VERSION."""
     import jax
 
     kept = {}
@@ -77,7 +77,10 @@ def cache_key(cfg: dict, devices: int) -> str:
     kept["sam"]["k"] = min(kept["sam"]["k"], 2)
     # jax's minor version: a patch release (pyproject pins >=0.10,<0.11) keeps the committed entries
     release = ".".join(jax.__version__.split(".")[:2])
-    text = json.dumps({"config": kept, "devices": devices, "jax": release}, sort_keys=True)
+    from looksam.plan import PROGRAM_VERSION
+
+    text = json.dumps({"config": kept, "devices": devices, "jax": release, "program": PROGRAM_VERSION},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
