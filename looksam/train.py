@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import functools
 import importlib.metadata
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import hydra
@@ -43,6 +43,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from looksam import checkpoint, config, distributed, host_devices, models, optim, run_identity, tracking
+from looksam import summary as summary_file
 from looksam.data import pipeline, synthetic
 from looksam.models import layers
 from looksam.state import EvalMetrics, TrainState
@@ -303,15 +304,15 @@ def make_mesh(t):
     return devices, NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
 
-def check_resumable(ckpt, summary_path: str, resolved: dict, workdir: str) -> dict:
-    """The finished summary in workdir, if any, after checking that it and the newest checkpoint
-    are this config's: a sweep sharing one workdir must not mix runs or hand every job the first
-    one's result."""
+def check_resumable(ckpt, resolved: dict, workdir: str) -> Mapping:
+    """The finished summary in workdir ({} without one), after checking that it and the newest
+    checkpoint are this config's: a sweep sharing one workdir must not mix runs or hand every job
+    the first one's result."""
     latest = ckpt.latest_step()
     if latest is not None:
         run_identity.check_same_run(ckpt.extra(latest).get("config"), resolved,
                                     f"checkpoint step {latest}", workdir)
-    finished = previous_summary(summary_path)
+    finished = summary_file.read(workdir) or {}
     if finished.get("status") not in (None, "failed"):  # a failure's config may be unresolved
         run_identity.check_same_run(finished.get("config"), resolved, "summary.json", workdir)
     return finished
@@ -513,12 +514,9 @@ def run_summary(cfg, resolved, est, *, status, message, step, total_steps, steps
     }
 
 
-def write_summary(path: str, summary: dict) -> None:
+def write_summary(workdir: str, summary: dict) -> None:
     if jax.process_index() == 0:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=1, default=str)
-        os.replace(tmp, path)  # never a half-written summary
+        summary_file.write(workdir, summary)
 
 
 def restore_or_init(ckpt, state, sharding, workdir: str):
@@ -629,20 +627,20 @@ def _train(cfg, est, workdir: str) -> dict:
     if cfg.data.validation_split and not cfg.data.mock:
         check_validation_split(cfg)
     os.makedirs(workdir, exist_ok=True)
-    summary_path, resolved = os.path.join(workdir, "summary.json"), run_identity.resolved(cfg)
+    resolved = run_identity.resolved(cfg)
     inputs = Inputs(cfg, sharded)
     with contextlib.ExitStack() as stack:
         ckpt = stack.enter_context(checkpoint.Checkpointer(
             os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints,
             every_steps=t.checkpoint_every_steps))
-        finished = check_resumable(ckpt, summary_path, resolved, workdir)
+        finished = check_resumable(ckpt, resolved, workdir)
         steps_per_epoch = inputs.steps_per_epoch()
         epoch_steps = math.ceil(t.epochs * steps_per_epoch)  # the schedule's length
         total_steps = min(epoch_steps, t.max_steps or epoch_steps)
         eval_every = max(1, round(t.eval_every_epochs * steps_per_epoch))
         if finished.get("status") == "completed" and finished.get("step", -1) >= total_steps:
             log.info("%s already completed %d steps; nothing to do", workdir, finished["step"])
-            return finished
+            return dict(finished)
 
         model, schedule, tx = model_and_optimizer(cfg, inputs.spec, steps_per_epoch)
         root_key = jax.random.key(t.seed)
@@ -676,7 +674,7 @@ def _train(cfg, est, workdir: str) -> dict:
                               compile_s=compile_s, t_start=t_start, wandb_id=tracker.run_id)
         tracker.summary({k: v for k, v in summary.items() if k not in ("config", "history")})
         tracker.finish(status)
-    write_summary(summary_path, summary)
+    write_summary(workdir, summary)
     if status == "preempted":  # the job is going away: end it (and a sweep with it)
         preempted.forward()
     return summary
@@ -708,20 +706,12 @@ def environment(devices) -> dict:
             "versions": {n: version(n) for n in ("jax", "jaxlib", "flax", "optax")}}
 
 
-def previous_summary(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
 def write_failure(workdir: str, cfg, error: BaseException) -> None:
     """A failed run still leaves a summary (results/ marks the cell failed); nothing else is touched.
     A workdir holding another config's run is not this run's, and a completed run's result outlives
     a failed rerun (e.g. one pointed at a wrong data_dir): those summaries stay as they are."""
-    path = os.path.join(workdir, "summary.json")
-    if isinstance(error, run_identity.ConfigMismatch) or previous_summary(path).get("status") == "completed":
+    previous = summary_file.read(workdir)
+    if isinstance(error, run_identity.ConfigMismatch) or (previous and previous.status == "completed"):
         return
     try:
         resolved = run_identity.resolved(cfg)
@@ -729,10 +719,9 @@ def write_failure(workdir: str, cfg, error: BaseException) -> None:
         resolved = None
     with contextlib.suppress(OSError):
         os.makedirs(workdir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump({"config": resolved, "status": "failed", "message": f"{type(error).__name__}: "
-                       f"{error}", "code_version": code_version()}, f, indent=1, default=str)
-        os.replace(path + ".tmp", path)
+        summary_file.write(workdir, {"config": resolved, "status": "failed",
+                                     "message": f"{type(error).__name__}: {error}",
+                                     "code_version": code_version()})
 
 
 VERBOSE = "LOOKSAM_VERBOSE"  # set (e.g. LOOKSAM_VERBOSE=1): keep the native libraries' start-up lines

@@ -24,7 +24,6 @@ it with; `--overrides` prints the cell's Hydra overrides instead, to train it wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import re
@@ -36,6 +35,7 @@ import tempfile
 
 import yaml
 
+from looksam import summary as summary_file
 from reproduce import compose, plan, registry
 
 # Hydra's config groups: an override of one of these selects a file, anything else sets a value.
@@ -104,10 +104,8 @@ def run_passing_interrupts(command: list[str]) -> tuple[int, int]:
 
 
 def completed(path: pathlib.Path) -> bool:
-    try:
-        return json.loads((path / "summary.json").read_text()).get("status") == "completed"
-    except (OSError, ValueError):
-        return False
+    summary = summary_file.read(path)
+    return summary is not None and summary.status == "completed"
 
 
 def cell_config(table: registry.Table, cell: registry.Cell, seed: int, variant: str | None = None,
@@ -143,9 +141,9 @@ def committed_runs(evidence_dir):
     """(table, scale, cell id, summary) of every completed run of the paper's reading in a runs
     folder (<table>/<scale>/<row>/<column>/seed<k>/summary.json); a reading's runs lie one level
     deeper and are left out."""
-    for path in sorted(pathlib.Path(evidence_dir).glob("*/*/*/*/seed*/summary.json")):
-        summary = json.loads(path.read_text())
-        if summary.get("status") == "completed":
+    for path in sorted(pathlib.Path(evidence_dir).glob(f"*/*/*/*/seed*/{summary_file.FILE}")):
+        summary = summary_file.read(path.parent)
+        if summary.status == "completed":
             table, scale, row, column = path.parts[-6:-2]
             yield table, scale, f"{row}/{column}", summary
 

@@ -17,8 +17,9 @@ import math
 import pathlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
+from looksam import summary as summary_file
+from looksam.summary import RunSummary
 from reproduce import registry
 
 STATUSES = ("completed", "diverged", "failed", "preempted", "running", "missing")
@@ -36,7 +37,7 @@ class CellResult:
     values: dict[str, list[float]]  # metric key -> values of the completed seeds that have one
     mean: dict[str, float | None]
     std: dict[str, float | None]  # sample std (ddof 1) over seeds; None for fewer than two values
-    summaries: tuple[dict, ...] = ()  # summary.json of each completed seed (config, cost)
+    summaries: tuple[RunSummary, ...] = ()  # summary.json of each completed seed (config, cost)
     messages: dict[str, str] = dataclasses.field(default_factory=dict)  # seed -> failure message
     # images/s of each round of the side-by-side measurement (throughput.json); () without one
     throughput: tuple[float, ...] = ()
@@ -48,21 +49,9 @@ class CellResult:
         return sum(s == "completed" for s in self.seeds.values())
 
 
-def lookup(summary: Mapping, key: str) -> Any:
-    """summary[key], where a dotted key ("cost.passes") walks nested dicts; None when absent."""
-    value: Any = summary
-    for part in key.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
-def number(value) -> float | None:
-    """A summary value as a measurement: a null, a string or a non-finite value is none."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+# A summary value at a dotted key, and as a measurement: the one reading of summaries
+# (looksam/summary.py), here for the wandb configs and throughput files read alike.
+lookup, number = summary_file.lookup, summary_file.measurement
 
 
 def aggregate_status(statuses: Iterable[str]) -> str:
@@ -85,12 +74,14 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def cell_result(seeds: Mapping[str, tuple[str, dict | None]], keys: Iterable[str]) -> CellResult:
-    """seeds: seed name -> (status, summary or None). Values come from completed seeds only."""
-    completed = [summary for status, summary in seeds.values() if status == "completed" and summary]
+def cell_result(seeds: Mapping[str, tuple[str, Mapping | None]], keys: Iterable[str]) -> CellResult:
+    """seeds: seed name -> (status, summary or None), a summary a RunSummary or a plain mapping.
+    Values come from completed seeds only."""
+    completed = [summary if isinstance(summary, RunSummary) else RunSummary(summary)
+                 for status, summary in seeds.values() if status == "completed" and summary]
     values, mean, std = {}, {}, {}
     for key in keys:
-        values[key] = [v for v in (number(lookup(s, key)) for s in completed) if v is not None]
+        values[key] = [v for v in (s.number(key) for s in completed) if v is not None]
         mean[key], std[key] = mean_std(values[key])
     messages = {name: str(summary.get("message")) for name, (status, summary) in seeds.items()
                 if status != "completed" and summary and summary.get("message")}
@@ -110,17 +101,10 @@ def _seed_order(path: pathlib.Path):
     return (0, int(match.group(1)), "") if match else (1, 0, path.name)
 
 
-def read_seed(seed_dir: pathlib.Path) -> tuple[str, dict | None]:
-    summary_path = seed_dir / "summary.json"
-    if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text())
-        except (OSError, ValueError) as e:  # unreadable: count it against the cell, say why
-            return "failed", {"message": f"unreadable summary.json: {e}"}
-        status = summary.get("status") if isinstance(summary, dict) else None
-        if not isinstance(summary, dict):
-            return "failed", {"message": "summary.json is not an object"}
-        return (status if status in STATUSES else "failed"), summary
+def read_seed(seed_dir: pathlib.Path) -> tuple[str, RunSummary | None]:
+    summary = summary_file.read(seed_dir)
+    if summary is not None:
+        return summary.status, summary
     if (seed_dir / "checkpoints").is_dir() or (seed_dir / ".hydra").is_dir():
         return "running", None
     return "missing", None
@@ -234,7 +218,7 @@ def collect_wandb(table, path: str, scale: str = "cpu", api=None) -> dict[str, C
             continue
         seed = _config_value(config, "trainer.seed")
         seed = seed if seed is not None else _config_value(config, "seed")
-        summary.setdefault("config", config)
+        summary = RunSummary({"config": config, **summary})
         seeds = per_cell.setdefault(cell, {})
         # A seed run again (after a failure) appears twice: a completed one wins.
         if seeds.get(f"seed{seed}", ("",))[0] != "completed":

@@ -24,6 +24,7 @@ import contextlib
 import json
 import pathlib
 
+from looksam import summary as summary_file
 from reproduce import compose, registry
 
 EVIDENCE_DIR = registry.EVIDENCE_DIR
@@ -88,7 +89,7 @@ def record(table_id: str, runs, scale: str, into=EVIDENCE_DIR, replace: bool = F
             clean = portable(summary)
             dest = registry.run_dir(into, table.id, scale, cell.row, cell.column, seed, variant,
                                     table.reading_name)
-            what = _write(dest / "summary.json", clean, replace)
+            what = _write(summary_file.path(dest), clean, replace)
             lines.append(f"{cell.id}/{variant}/seed{seed}: {what} in {dest}" + _kept_hint(what))
             try:
                 target = compose.config(cell, scale, seed)
@@ -103,14 +104,14 @@ def record(table_id: str, runs, scale: str, into=EVIDENCE_DIR, replace: bool = F
 
 
 def _completed(seed_dir: pathlib.Path, name: str, lines: list[str]) -> dict | None:
-    try:
-        summary = json.loads((seed_dir / "summary.json").read_text())
-    except (OSError, ValueError):
+    summary = summary_file.read(seed_dir)
+    if summary is None:
         return None
-    if summary.get("status") != "completed":
-        lines.append(f"{name}: {summary.get('status')}, not recorded")
+    if summary.status != "completed":
+        lines.append(f"{name}: {summary.status}, not recorded"
+                     + (f" ({summary.message})" if summary.status == "failed" and summary.message else ""))
         return None
-    return summary
+    return dict(summary)
 
 
 def _kept_hint(what: str) -> str:
@@ -121,7 +122,7 @@ def _record_cell(table, cell, seed: int, scale: str, clean: dict, into, replace:
                  share: bool) -> list[str]:
     dest = registry.run_dir(into, table.id, scale, cell.row, cell.column, seed,
                             reading=table.reading_name)
-    what = _write(dest / "summary.json", clean, replace)
+    what = _write(summary_file.path(dest), clean, replace)
     lines = [f"{cell.id}/seed{seed}: {what} in {dest}" + _kept_hint(what)]
     if share:
         lines += _share(table, cell, seed, scale, clean, into, replace)
@@ -148,7 +149,7 @@ def _share(table, cell, seed: int, scale: str, summary: dict, into, replace: boo
             copy["reading"] = other.reading_name
         dest = registry.run_dir(into, other.id, scale, other_cell.row, other_cell.column, seed,
                                 reading=other.reading_name)
-        what = _write(dest / "summary.json", copy, replace)
+        what = _write(summary_file.path(dest), copy, replace)
         lines.append(f"  shared with {_name(other)} {other_cell.id}: {what}")
     return lines
 

@@ -51,7 +51,6 @@ Drawn on matplotlib's object API: no pyplot state, the Agg (PNG) and SVG canvase
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 import sys
@@ -59,8 +58,11 @@ import textwrap
 import weakref
 
 import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 
+from looksam import landscape as landscape_lib
+from looksam import summary as summary_file
 from reproduce import compose, registry
 from results import collect as collect_lib
 from results import render
@@ -99,7 +101,7 @@ def ours_value(table, results, cell, key) -> tuple[float | None, float | None]:
     if key in result.mean:
         mean, std = result.mean[key], result.std.get(key)
     else:  # not collected by default: read it off the completed seeds' summaries
-        values = [collect_lib.number(collect_lib.lookup(s, key)) for s in result.summaries]
+        values = [s.number(key) for s in result.summaries]
         mean, std = collect_lib.mean_std([v for v in values if v is not None])
     scale = _metric(table, key).scale if _metric(table, key) else 1.0
     return (None if mean is None else mean * scale), (None if std is None else std * scale)
@@ -557,11 +559,9 @@ def _curve_series(plot, kind) -> tuple[list[dict], bool]:
 
 
 def _steps_per_epoch(seed_dir) -> float | None:
-    try:
-        value = json.loads((seed_dir / "summary.json").read_text()).get("steps_per_epoch")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, (int, float)) and value > 0 else None
+    summary = summary_file.read(seed_dir)
+    value = summary.number("steps_per_epoch") if summary else None
+    return value if value and value > 0 else None
 
 
 def _load_curves(table, cells, series, runs_dir, scale, by_epoch: bool):
@@ -594,13 +594,8 @@ def _load_curves(table, cells, series, runs_dir, scale, by_epoch: bool):
 
 def _histories(seed_dirs) -> list[list]:
     """The summary history of each seed folder that has one, in seed order."""
-    histories = []
-    for seed_dir in seed_dirs:
-        try:
-            histories.append(json.loads((seed_dir / "summary.json").read_text()).get("history") or [])
-        except (OSError, ValueError, AttributeError):
-            continue
-    return histories
+    summaries = (summary_file.read(seed_dir) for seed_dir in seed_dirs)
+    return [s.history for s in summaries if s is not None]
 
 
 def _history_points(histories, series) -> list[tuple[int, float, float]]:
@@ -673,11 +668,49 @@ def curves(fig, table, results, plot, scale, context):
 
 # ---- loss landscapes ---------------------------------------------------------------------------
 
+def landscape_title(settings: dict) -> str:
+    where = f"{settings['table']} {settings['cell']}: " if settings.get("cell") else ""
+    return (f"{where}{settings['model']} / {settings['dataset']}, {settings['sam']}, step "
+            f"{settings['checkpoint_step']}: training loss, {settings['groups']} group(s)")
+
+
+def draw_surface(ax, result, zlim=None) -> None:
+    """A 3-D surface of result's mean grid on a `projection='3d'` axes."""
+    a, b = np.meshgrid(result["alphas"], result["betas"], indexing="ij")
+    ax.plot_surface(a, b, np.asarray(result["loss"]), cmap="viridis", linewidth=0, antialiased=True)
+    if zlim is not None:
+        ax.set_zlim(*zlim)
+    ax.set_xlabel("α (d1)", fontsize=8)
+    ax.set_ylabel("β (d2)", fontsize=8)
+    ax.set_zlabel("loss", fontsize=8)
+    ax.tick_params(labelsize=6)
+
+
+def landscape_figure(result, stem) -> dict[str, pathlib.Path]:
+    """<stem>.png and <stem>.svg of one landscape (looksam/landscape.py): surface and contours."""
+    fig = Figure(figsize=(10.0, 4.5), layout="constrained")
+    draw_surface(fig.add_subplot(1, 2, 1, projection="3d"), result)
+    ax = fig.add_subplot(1, 2, 2)
+    loss = np.asarray(result["loss"])
+    a, b = np.meshgrid(result["alphas"], result["betas"], indexing="ij")
+    if loss.shape[0] > 1 and loss.shape[1] > 1 and np.ptp(loss) > 0:
+        contours = ax.contour(a, b, loss, levels=min(15, loss.size), cmap="viridis")
+        ax.clabel(contours, fontsize=6)
+    ax.plot([0], [0], "k+")
+    ax.set_xlabel("α (d1)")
+    ax.set_ylabel("β (d2)")
+    ax.set_aspect("equal")
+    fig.suptitle(landscape_title(result["settings"]), fontsize=9)
+    stem = pathlib.Path(stem)
+    paths = {s: stem.parent / f"{stem.name}.{s}" for s in ("png", "svg")}
+    save(fig, paths["png"], dpi=150)
+    save(fig, paths["svg"])
+    return paths
+
+
 def landscapes(fig, table, results, plot, scale, context):
     """A landscape is computed after training, not logged by it: read the files the `landscape`
     command left in each seed folder, on one z range so the cells' sharpness compares by eye."""
-    from results import landscape as landscape_lib
-
     wanted = plot.get("cells")
     cells = [c for c in table.cells if not wanted or c.id in wanted]
     subdir = str(plot.get("dir") or "landscape")
@@ -697,7 +730,7 @@ def landscapes(fig, table, results, plot, scale, context):
             _no_data(ax, f"no {subdir}/landscape.npz:\npython -m results landscape\n{where}")
         else:
             ax = fig.add_subplot(1, len(cells), i + 1, projection="3d")
-            landscape_lib.draw_surface(ax, result, zlim if zlim and zlim[1] > zlim[0] else None)
+            draw_surface(ax, result, zlim if zlim and zlim[1] > zlim[0] else None)
         ax.set_title(label, fontsize=9)
 
 

@@ -207,8 +207,8 @@ def ideal_cost(table, column_id: str, results) -> float | None:
     for cell in cells:
         summaries = results[cell.id].summaries if cell.id in results else ()
         for summary in summaries:
-            cost = collect_lib.number(collect_lib.lookup(summary, "cost.ideal_cost"))
-            cost = cost if cost is not None else estimator_cost(collect_lib.lookup(summary, "config.sam"))
+            cost = summary.number("cost.ideal_cost")
+            cost = cost if cost is not None else estimator_cost(summary.value("config.sam"))
             if cost is not None:
                 return cost
     if not cells:

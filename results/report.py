@@ -22,6 +22,7 @@ import os
 import pathlib
 import shlex
 
+from looksam import summary as summary_file
 from reproduce import registry
 from results import claims as claims_lib
 from results import collect as collect_lib
@@ -37,7 +38,7 @@ a.top{font-size:.85rem}
 tr.not-run td{color:#777}
 td.make{font-size:.8rem;min-width:16rem}
 """
-RUN_FILES = ("summary.json", "events.out.tfevents*", "landscape*.npz")
+RUN_FILES = (summary_file.FILE, "events.out.tfevents*", "landscape*.npz")
 SWEEPS = "sweeps"  # <out>/sweeps/<table>_<scale>_<row>_<column>/sweep.md: python -m results sweep --out
 EVIDENCE_RUNS = "runs/evidence"  # where the evidence's runs train before `record` (docs/evidence.md)
 

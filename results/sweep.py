@@ -15,6 +15,7 @@ import math
 import pathlib
 from collections.abc import Sequence
 
+from looksam import summary as summary_file
 from results.collect import mean_std
 
 IGNORED = ("trainer.seed", "table", "cell", "variant")
@@ -36,15 +37,11 @@ def extra_value(job, key):
 
 def load(directory) -> list[dict]:
     jobs = []
-    for path in sorted(pathlib.Path(directory).rglob("summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError):
-            summary = {"status": "failed", "message": "unreadable summary.json"}
-        if summary.get("evidence_from"):  # a recorded copy of a run kept elsewhere: not a job
+    for path in sorted(pathlib.Path(directory).rglob(summary_file.FILE)):
+        summary = summary_file.read(path.parent)
+        if summary.evidence_from:  # a recorded copy of a run kept elsewhere: not a job
             continue
-        summary["_path"] = str(path.parent)
-        jobs.append(summary)
+        jobs.append({**summary, "status": summary.status, "_path": str(path.parent)})
     return jobs
 
 

@@ -1,7 +1,7 @@
-"""The loss-landscape tool (results/landscape.py, ESAM Figure 4): the grid on a quadratic with
-known curvature, Li et al.'s filter normalisation, and a smoke run end to end (checkpoint ->
-`python -m results landscape` -> files -> the registry figure), its centre checked against the
-run's loss computed here without the tool."""
+"""The loss-landscape tool (ESAM Figure 4: looksam/landscape.py computes, `python -m results
+landscape` draws): the grid on a quadratic with known curvature, Li et al.'s filter normalisation,
+and a smoke run end to end (checkpoint -> `python -m results landscape` -> files -> the registry
+figure), its centre checked against the run's loss computed here without the tool."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import orbax.checkpoint as ocp
 import pytest
 from hydra import compose, initialize_config_dir
 
-from looksam import config, models, train
+from looksam import config, landscape, models, train
 from looksam.data import synthetic
 from reproduce import registry
 from results import __main__ as cli
-from results import collect, landscape
+from results import collect
 
 CONFIGS = str(pathlib.Path(__file__).resolve().parents[1] / "configs")
 
@@ -139,7 +139,7 @@ def smoke_run(tmp_path_factory):
 
 def direct_loss(workdir, step, images: int) -> float:
     """The mean cross-entropy of the saved weights on the first `images` mock training images,
-    from the checkpoint files and the model alone (no code of results/landscape.py)."""
+    from the checkpoint files and the model alone (no code of looksam/landscape.py)."""
     path = os.path.join(workdir, "checkpoints", str(step), "state")
     checkpointer = ocp.StandardCheckpointer()
     one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
