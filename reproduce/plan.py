@@ -113,8 +113,8 @@ def _cell_figures(program: dict, cfg: dict) -> dict:
 
 def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, saved=lambda: None) -> dict:
     """Cell id -> the compiled figures (looksam.plan.cell_figures), or {"error": text} for a cell
-    that does not compile; compiles only the programs `cache` lacks, adds them there and calls
-    saved() after each (a plan stopped half-way keeps what it compiled)."""
+    that does not compile (never cached); compiles only the programs `cache` lacks, adds them there
+    and calls saved() after each (a plan stopped half-way keeps what it compiled)."""
     from omegaconf import OmegaConf
 
     from looksam import plan
@@ -130,7 +130,10 @@ def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, 
             try:
                 cache[key] = plan.compile_cell(OmegaConf.create(cfg))
             except Exception as e:  # noqa: BLE001 - a cell that cannot compile is a finding, not a crash
-                cache[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                # not cached: the cause may be a setting outside the key (an eval batch that does
+                # not divide over the devices), and a fixed cell must compile afresh
+                out[cell.id] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                continue
             saved()
         out[cell.id] = _cell_figures(cache[key], cfg)
     return out

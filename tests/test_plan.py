@@ -126,6 +126,10 @@ def test_the_cache_compiles_once_and_keys_what_compiles(tmp_path, monkeypatch):
     assert plan_cli.cache_key(sam(rho=0.1, k=5), 2) == plan_cli.cache_key(sam(rho=0.5, k=10), 2)
     assert plan_cli.cache_key(sam(k=1), 2) != plan_cli.cache_key(sam(k=5), 2)
     assert plan_cli.cache_key(sam(gamma=0.3), 2) != plan_cli.cache_key(sam(gamma=0.5), 2)
+    # a cell that fails to compile is reported, not cached: its cause may lie outside the key
+    monkeypatch.setattr(plan, "compile_cell", lambda cfg: calls.append(cfg) or 1 / 0)
+    failed = plan_cli.compile_cells(table, "smoke", 4, cache, progress=lambda s: None)
+    assert failed["resnet18_cifar10/sgd"]["error"].startswith("ZeroDivisionError") and len(cache) == 1
     path = tmp_path / "cache.json"
     plan_cli.save_cache(cache, path)
     assert plan_cli.load_cache(path) == json.loads(json.dumps(cache))
