@@ -31,7 +31,6 @@ import yaml
 
 from reproduce import compose, registry
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 HARDWARE_DIR = registry.HARDWARE_DIR
 CACHE_FILE = pathlib.Path(__file__).with_name("plan_cache.json")
 DEFAULT_HARDWARE, DEFAULT_MFU = "tpu_v3", 0.4  # the LookSAM papers' chip; a common utilisation
@@ -211,20 +210,23 @@ def paper_speeds(table, compiled: dict, mfu: float) -> list[dict]:
     compiled FLOPs'."""
     hw = table.paper_hardware
     profile = hardware(hw.profile) if hw else None
-    speeds = {}
+    speeds = {}  # cell id -> the cell, its speed metric, the paper's value, its plan, images/s
     for cell in table.cells:
         entry = compiled.get(cell.id) or {"error": "not planned"}
         for metric, value in zip(table.metrics, cell.paper, strict=True):
             if metric.key in TO_IMAGES_PER_SEC and isinstance(value, int | float) and "error" not in entry:
-                speeds[cell.id] = (cell, metric, value, entry,
-                                   TO_IMAGES_PER_SEC[metric.key](value / metric.scale, entry))
+                images_per_sec = TO_IMAGES_PER_SEC[metric.key](value / metric.scale, entry)
+                speeds[cell.id] = dict(cell=cell, metric=metric, value=value, entry=entry,
+                                       images_per_sec=images_per_sec)
     out = []
-    for cell_id, (cell, metric, value, entry, images_per_sec) in speeds.items():
+    for cell_id, speed in speeds.items():
+        cell, metric, entry = speed["cell"], speed["metric"], speed["entry"]
+        images_per_sec = speed["images_per_sec"]
         base = speeds.get(f"{cell.row}/{table.base_column}") if table.base_column else None
-        row = {"cell": cell_id, "metric": metric, "paper": value, "images_per_sec": images_per_sec,
+        row = {"cell": cell_id, "metric": metric, "paper": speed["value"], "images_per_sec": images_per_sec,
                "tflops": images_per_sec * entry["flops_per_image"] / 1e12,
-               "paper_ratio": base[4] / images_per_sec if base else None,
-               "flops_ratio": entry["flops_per_image"] / base[3]["flops_per_image"] if base else None,
+               "paper_ratio": base["images_per_sec"] / images_per_sec if base else None,
+               "flops_ratio": entry["flops_per_image"] / base["entry"]["flops_per_image"] if base else None,
                "chips": None, "mfu": None, "predicted": None}
         if hw:
             row["chips"] = hw.chips_of(cell)

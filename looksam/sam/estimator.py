@@ -363,22 +363,24 @@ class Estimator:
         num_groups = batching.batch_size(groups)
         return otu.tree_scale(1.0 / num_groups, sums), batching.merge(per_example), aux
 
-    def _devices(self) -> int:
+    def _device_share(self, batch) -> int | None:
+        """Examples per device of a batch sharded over several devices (`batch_sharding`); None on
+        one device."""
         s = self.batch_sharding
-        return s.mesh.size if s is not None and hasattr(s, "mesh") else 1
+        devices = s.mesh.size if s is not None and hasattr(s, "mesh") else 1
+        return batching.batch_size(batch) // devices if devices > 1 else None
 
     def _groups_per_device(self, batch) -> bool:
-        """Whether each m-group lies on one device: a batch sharded over several devices, m
-        dividing each one's share, no microbatching."""
-        devices = self._devices()
-        return (devices > 1 and self.microbatch is None
-                and (batching.batch_size(batch) // devices) % self.m == 0)
+        """Whether each m-group lies on one device: m divides every device's share, no
+        microbatching."""
+        share = self._device_share(batch)
+        return share is not None and self.microbatch is None and share % self.m == 0
 
     def _groups_span_devices(self, batch) -> bool:
         """Whether an m-group straddles devices (ESAM Table 2: m = 128 over 64 examples per device
         on 8 devices): then the groups run one after the other, each spread over the devices."""
-        devices = self._devices()
-        return devices > 1 and (batching.batch_size(batch) // devices) % self.m != 0
+        share = self._device_share(batch)
+        return share is not None and share % self.m != 0
 
     def _over_device_groups(self, fn, params, batch):
         """`_over_groups` with each device vmapping its own groups (shard_map), then the groups'
