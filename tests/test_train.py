@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
-from looksam import config, run_identity, train
+from looksam import checkpoint, config, run_identity, train
 
 CONFIGS = str(pathlib.Path(__file__).resolve().parents[1] / "configs")
 
@@ -152,6 +152,8 @@ def test_resume_equals_a_straight_run(tmp_path):
     s1 = train.run(cfg_for(straight, *common), straight)
     first = train.run(cfg_for(split, *common[:-1], "scale.max_steps=3"), split)
     assert first["step"] == 3
+    with checkpoint.Checkpointer(os.path.join(split, "checkpoints")) as ckpt:  # read before s2 prunes it
+        carried = ckpt.extra(3)["wall_seconds"]
     s2 = train.run(cfg_for(split, *common), split)  # same workdir: resumes from step 3
     assert first["wandb_id"] and s2["wandb_id"] == first["wandb_id"]  # offline: real run ids
     assert s2["step"] == 6
@@ -159,10 +161,10 @@ def test_resume_equals_a_straight_run(tmp_path):
     for key in ("final_test_accuracy", "final_train_loss"):  # best: the first leg evaluated at 3 too
         assert s2[key] == pytest.approx(s1[key], rel=1e-5), key
     assert s2["cost"] == s1["cost"]
-    # The second process's total_seconds adds the first's, up to its last checkpoint (saved after
-    # its final evaluation, so all but the summary's writing).
-    assert s2["process_seconds"] <= s2["total_seconds"] <= s2["process_seconds"] + first["total_seconds"]
-    assert s2["total_seconds"] >= s2["process_seconds"] + 0.8 * first["total_seconds"]
+    # The second process's total_seconds adds the first's up to its last checkpoint (after its final
+    # evaluation: all but the checkpoint's writing and the summary's), whatever the machine's load.
+    assert 0 < carried <= first["total_seconds"]
+    assert s2["total_seconds"] == pytest.approx(s2["process_seconds"] + carried, abs=0.01)
 
 
 @pytest.mark.slow  # end to end; kept to `make test-slow` (CI runs it): `make test` stays under 15 min
