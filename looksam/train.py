@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import hydra
@@ -45,6 +45,7 @@ from jax.sharding import PartitionSpec as P
 from looksam import checkpoint, config, distributed, host_devices, models, optim, run_identity, tracking
 from looksam import summary as summary_file
 from looksam.data import pipeline, synthetic
+from looksam.hooks import Hooks, ReportProgress
 from looksam.models import layers
 from looksam.state import EvalMetrics, TrainState
 
@@ -274,15 +275,16 @@ def compile_steps(train_step, est, state, batch, compiler_options=None) -> dict:
             .lower(state, batch).compile(compiler_options) for branch in branches}
 
 
-def run(cfg, workdir: str) -> dict:
-    """Trains cfg (a composed DictConfig) in workdir; returns the summary also written there."""
+def run(cfg, workdir: str, hooks: Sequence = ()) -> dict:
+    """Trains cfg (a composed DictConfig) in workdir; returns the summary also written there.
+    `hooks`: periodic actions beside the progress report (looksam/hooks.py), e.g. clu's Profile."""
     cfg = config.scaled_config(cfg)
     est = config.validated_estimator(cfg)  # every check before any compilation
     host_devices.configure(cfg.trainer)  # before JAX starts: split the batch over the CPU cores
     distributed.initialize(cfg.distributed)  # before anything touches a JAX backend
     if not distributed.is_main():  # one process speaks for the run
         logging.getLogger("looksam").setLevel(logging.WARNING)
-    return _train(cfg, est, workdir)
+    return _train(cfg, est, workdir, hooks)
 
 
 def make_mesh(t):
@@ -551,30 +553,53 @@ def evaluate_splits(eval_step, state, inputs: Inputs) -> dict[str, float]:
 PROGRESS_SECONDS = 30.0
 
 
-def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, eval_every,
-               steps_per_epoch, window, progress, ckpt, tracker, report, preempted, resolved):
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """What a process's training loop runs with, fixed for the run: the compiled branches and the
+    estimator that picks one per step, when to log, evaluate and checkpoint, and where it goes."""
+    est: Any
+    steps: dict  # compiled branch per est.is_sam_step(step)
+    evaluate: Callable  # state -> {"test_accuracy": ..., ...}
+    total_steps: int
+    steps_per_epoch: int
+    eval_every: int
+    log_every: int
+    checkpoint_every: int
+    window: MetricsWindow
+    progress: Progress
+    ckpt: checkpoint.Checkpointer
+    tracker: Any
+    preempted: PreemptionNotice
+    resolved: dict  # the config, recorded in every checkpoint
+
+
+def train_loop(loop: Loop, state, step: int, batches, hooks: Hooks) -> tuple[str, str, int]:
     """Steps from `step` to total_steps (host dispatch of the compiled branch est.is_sam_step
-    picks); at each sync point logs the metrics window, evaluates and checkpoints when due.
-    Returns (status, message, the last step): completed, diverged or preempted."""
-    t = cfg.trainer
+    picks; `hooks` after each step and around each phase); at each sync point logs the metrics
+    window, evaluates and checkpoints when due. Returns (status, message, the last step):
+    completed, diverged or preempted."""
+    window, progress, ckpt = loop.window, loop.progress, loop.ckpt
     status, message = "completed", ""
     started = False
     last_line = time.monotonic()
-    while step < total_steps:
-        batch = next(batches)
+    while step < loop.total_steps:
+        with hooks.timed("next"):
+            batch = next(batches)
         if not started:  # the input's start (a shuffle buffer filling) is not a training step's time
             window.start_clock()
             started = True
-        sam_step = est.is_sam_step(step)
-        state, metrics = steps[sam_step](state, batch)
+        sam_step = loop.est.is_sam_step(step)
+        with hooks.timed("sam_step" if sam_step else "plain_step"):
+            state, metrics = loop.steps[sam_step](state, batch)
         window.add(metrics)
-        progress.count(est, sam_step)
+        progress.count(loop.est, sam_step)
         step += 1
-        report(step)
-        stopping = preempted(step)
-        log_now = step % t.log_every_steps == 0 or step == total_steps or stopping
-        due_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps or stopping
-        due_eval = (step % eval_every == 0 or step == total_steps) and not stopping
+        with hooks.timed("hooks"):
+            hooks(step)
+        stopping = loop.preempted(step)
+        log_now = step % loop.log_every == 0 or step == loop.total_steps or stopping
+        due_ckpt = step % loop.checkpoint_every == 0 or step == loop.total_steps or stopping
+        due_eval = (step % loop.eval_every == 0 or step == loop.total_steps) and not stopping
         if not (log_now or due_ckpt or due_eval):
             # At least a line every PROGRESS_SECONDS: slow steps (2 CPU cores, a paper-size model)
             # would otherwise leave minutes of silence. The window goes on: what it records (the
@@ -583,9 +608,11 @@ def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, 
                 window.progress_line(step)
                 last_line = time.monotonic()
             continue
-        jax.block_until_ready(state)
-        window.stop_clock()
-        bad_step = window.flush(step) if log_now or due_ckpt else None
+        with hooks.timed("sync"):
+            jax.block_until_ready(state)
+            window.stop_clock()
+        with hooks.timed("flush"):
+            bad_step = window.flush(step) if log_now or due_ckpt else None
         last_line = time.monotonic() if log_now else last_line
         if bad_step is not None:  # checked before this step's checkpoint could be saved
             ckpt.wait()  # the save in flight is a good one: name it
@@ -594,18 +621,18 @@ def train_loop(cfg, est, steps, state, step, batches, *, evaluate, total_steps, 
             log.error(message)
             break
         if due_eval:
-            with report.timed("eval", wait_jax_async_dispatch=False):
-                results = evaluate(state)
-            tracker.scalars(step, results | progress.record_eval(step, step / steps_per_epoch,
-                                                                 results, window))
+            with hooks.timed("eval"):
+                results = loop.evaluate(state)
+            loop.tracker.scalars(step, results | progress.record_eval(step, step / loop.steps_per_epoch,
+                                                                      results, window))
         if due_ckpt:
-            with report.timed("checkpoint", wait_jax_async_dispatch=False):
+            with hooks.timed("checkpoint"):
                 ckpt.save(step, state, dataclasses.asdict(progress) | {
-                    "step": step, "wandb_id": tracker.run_id, "train_loss": window.train_loss,
-                    "wall_seconds": progress.seconds(), "config": resolved},
-                    force=step == total_steps or stopping)
+                    "step": step, "wandb_id": loop.tracker.run_id, "train_loss": window.train_loss,
+                    "wall_seconds": progress.seconds(), "config": loop.resolved},
+                    force=step == loop.total_steps or stopping)
         if stopping:
-            status, message = "preempted", (f"stopped by {preempted.reason} after step {step} and "
+            status, message = "preempted", (f"stopped by {loop.preempted.reason} after step {step} and "
                                             "checkpointed; rerun the same command to resume: "
                                             + resume_command())
             log.warning(message)
@@ -619,7 +646,7 @@ def resume_command() -> str:
     return shlex.join(["python", "-m", "looksam.train", *sys.argv[1:]])
 
 
-def _train(cfg, est, workdir: str) -> dict:
+def _train(cfg, est, workdir: str, extra_hooks: Sequence = ()) -> dict:
     t_start, t = time.perf_counter(), cfg.trainer
     devices, replicated, sharded = make_mesh(t)
     log.info("training on %d %s device(s) of %d process(es); XLA_FLAGS=%r", len(devices),
@@ -647,8 +674,9 @@ def _train(cfg, est, workdir: str) -> dict:
         state, step, extra = restore_or_init(ckpt, initial_state(
             model, tx, est, inputs.spec.image_size, root_key), replicated, workdir)
         tracker = stack.enter_context(make_tracker(cfg, workdir, resolved, extra.get("wandb_id")))
-        # clu's progress report: steps/s, ETA, and the time share of eval and checkpointing.
-        report = tracking.progress_report(tracker.writer, total_steps, t.log_every_steps)
+        # clu's progress report (steps/s, ETA, the time share of eval and checkpointing) and the caller's.
+        hooks = Hooks([ReportProgress(tracking.progress_report(tracker.writer, total_steps,
+                                                               t.log_every_steps)), *extra_hooks])
         est = dataclasses.replace(est, batch_sharding=sharded)
         t0 = time.perf_counter()
         steps = compile_steps(make_train_step(model, tx, est, schedule, root_key, cfg.sam.batchnorm),
@@ -661,12 +689,14 @@ def _train(cfg, est, workdir: str) -> dict:
         window = MetricsWindow(tracker, total_steps, t.batch_size, t.nan_policy, extra.get("train_loss"))
         preempted = PreemptionNotice()
         stack.callback(preempted.close)
-        status, message, step = train_loop(
-            cfg, est, steps, state, step, inputs.train(step), evaluate=functools.partial(
-                evaluate_splits, eval_step, inputs=inputs), total_steps=total_steps,
-            eval_every=eval_every, steps_per_epoch=steps_per_epoch, window=window,
-            progress=progress, ckpt=ckpt, tracker=tracker, report=report, preempted=preempted,
-            resolved=resolved)
+        loop = Loop(
+            est=est, steps=steps, evaluate=functools.partial(evaluate_splits, eval_step, inputs=inputs),
+            total_steps=total_steps, steps_per_epoch=steps_per_epoch, eval_every=eval_every,
+            log_every=t.log_every_steps, checkpoint_every=t.checkpoint_every_steps, window=window,
+            progress=progress, ckpt=ckpt, tracker=tracker, preempted=preempted, resolved=resolved)
+        with hooks.timed("input"):
+            batches = inputs.train(step)
+        status, message, step = train_loop(loop, state, step, batches, hooks)
         ckpt.wait()
         summary = run_summary(cfg, resolved, est, status=status, message=message, step=step,
                               total_steps=total_steps, steps_per_epoch=steps_per_epoch,

@@ -38,9 +38,9 @@ medians; `--rounds 0` for breakdowns only) that reports, window by window (a win
 host sync: every `trainer.log_every_steps` steps), where the wall time goes: building the input
 pipeline, `next(batches)` (tf.data or numpy plus the host-to-device transfer), dispatching the
 compiled steps, clu's progress report, the wait for the device at the sync, the rest of the host
-loop, and the process CPU time against the benchmark's for the same steps. It wraps
-looksam.train's objects from outside (Inputs.train, compile_steps, MetricsWindow,
-tracking.progress_report); train.py is not edited.
+loop, and the process CPU time against the benchmark's for the same steps. It joins the run as a
+hook of the trainer's loop (looksam/hooks.py: `train.run(cfg, workdir, hooks=[Breakdown()])`),
+timing the loop's named phases; nothing of the trainer is replaced.
 
     python scripts/bench_trainer.py --data real --data-dir ../shared/data/tfds   # 200 steps x 3 rounds
     python scripts/bench_trainer.py --data mock --methods none sam --steps 50 --rounds 1
@@ -255,12 +255,12 @@ class Bench:
         return wall, cpu
 
 
-def run_trainer(cfg, keep: bool) -> dict:
+def run_trainer(cfg, keep: bool, hooks=()) -> dict:
     from looksam import train
 
     workdir = tempfile.mkdtemp(prefix="bench_trainer_")
     try:
-        summary = train.run(cfg, workdir)
+        summary = train.run(cfg, workdir, hooks)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -270,117 +270,64 @@ def run_trainer(cfg, keep: bool) -> dict:
     return summary
 
 
-# --- --breakdown: the trainer's own objects, wrapped from outside --------------------------------
+# --- --breakdown: a hook of the trainer's loop (looksam/hooks.py) timing its phases -------------
 
-@contextlib.contextmanager
-def instrumented():
-    """Wraps looksam.train's input stream, compiled steps, metrics window and progress report for
-    one run; yields the record they fill: per window (host sync) its wall time and the parts."""
-    from looksam import tracking, train
+class Breakdown:
+    """Times the loop's phases per window (the steps between two host syncs, as the trainer's
+    MetricsWindow counts them: from the window's first `next` to the end of its `sync`, the input's
+    start left out) and the process CPU time; fills `windows` and the one-off figures."""
 
-    rec = dict(windows=[], pipeline_build_s=0.0, first_batch_s=None, first_calls_s={})
-    cur = {}
+    STEP_PHASES = ("sam_step", "plain_step")
 
-    def new_window(t):
-        cur.clear()
-        cur.update(start=t, cpu0=process_cpu(), threads0=thread_cpu(), next_s=0.0, dispatch_s=0.0,
-                   report_s=0.0, build_s=0.0, steps=0, host_end=t)
+    def __init__(self):
+        self.windows, self.first_calls_s = [], {}
+        self.pipeline_build_s, self.first_batch_s = 0.0, None
+        self.current = None  # the open window
 
-    orig_train, orig_compile = train.Inputs.train, train.compile_steps
-    orig_window, orig_report = train.MetricsWindow, tracking.progress_report
+    def __call__(self, step: int) -> None:
+        del step  # the loop's phases say everything; `hooks` times this call with the others
 
-    def inputs_train(self, start_step):
+    def _open(self, t: float) -> None:
+        self.current = dict(start=t, cpu0=process_cpu(), threads0=thread_cpu(), steps=0, host_end=t,
+                            next_s=0.0, dispatch_s=0.0, report_s=0.0)
+
+    def _close(self, t: float) -> None:
+        w, self.current = self.current, None
+        self.windows.append(dict(
+            steps=w["steps"], wall_s=t - w["start"], next_s=w["next_s"],
+            dispatch_s=w["dispatch_s"], report_s=w["report_s"], sync_wait_s=t - w["host_end"],
+            cpu_s=process_cpu() - w["cpu0"], threads=cpu_delta(thread_cpu(), w["threads0"])))
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        if name == "next" and self.current is None and self.first_batch_s is not None:
+            self._open(time.perf_counter())  # a window opens with its first batch
         t0 = time.perf_counter()
-        batches = orig_train(self, start_step)
-        dt = time.perf_counter() - t0
-        rec["pipeline_build_s"] += dt
-        cur["build_s"] = cur.get("build_s", 0.0) + dt
-
-        def timed():
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    return
-                dt = time.perf_counter() - t0
-                if rec["first_batch_s"] is None:
-                    rec["first_batch_s"] = dt
-                cur["next_s"] += dt
-                yield batch
-
-        return timed()
-
-    def compile_steps(*a, **kw):
-        compiled = orig_compile(*a, **kw)
-
-        def wrap(branch, fn):
-            def step(state, batch):
-                t0 = time.perf_counter()
-                out = fn(state, batch)
-                t1 = time.perf_counter()
-                rec["first_calls_s"].setdefault(str(branch), t1 - t0)
-                cur["dispatch_s"] += t1 - t0
-                cur["steps"] += 1
-                cur["host_end"] = t1
-                return out
-            return step
-
-        return {branch: wrap(branch, fn) for branch, fn in compiled.items()}
-
-    class Window(orig_window):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            new_window(self._start)
-
-        def start_clock(self):
-            super().start_clock()
-            new_window(self._start)
-
-        def stop_clock(self):
-            t = time.perf_counter()
-            super().stop_clock()
-            rec["windows"].append(dict(
-                steps=cur["steps"], wall_s=t - cur["start"], build_s=cur["build_s"],
-                next_s=cur["next_s"], dispatch_s=cur["dispatch_s"], report_s=cur["report_s"],
-                sync_wait_s=t - cur["host_end"], cpu_s=process_cpu() - cur["cpu0"],
-                threads=cpu_delta(thread_cpu(), cur["threads0"])))
-
-        def flush(self, step):
-            t0 = time.perf_counter()
-            try:
-                return super().flush(step)
-            finally:
-                rec["windows"][-1]["flush_s"] = time.perf_counter() - t0
-
-    def progress_report(*a, **kw):
-        report = orig_report(*a, **kw)
-
-        class Timed:
-            def __call__(self, step, *args, **kwargs):
-                t0 = time.perf_counter()
-                try:
-                    return report(step, *args, **kwargs)
-                finally:
-                    t1 = time.perf_counter()
-                    cur["report_s"] += t1 - t0
-                    cur["host_end"] = t1
-
-            def __getattr__(self, name):
-                return getattr(report, name)
-
-        return Timed()
-
-    train.Inputs.train, train.compile_steps = inputs_train, compile_steps
-    train.MetricsWindow, tracking.progress_report = Window, progress_report
-    try:
-        yield rec
-    finally:
-        train.Inputs.train, train.compile_steps = orig_train, orig_compile
-        train.MetricsWindow, tracking.progress_report = orig_window, orig_report
+        yield
+        t1 = time.perf_counter()
+        w = self.current
+        if name == "input":
+            self.pipeline_build_s += t1 - t0
+        elif name == "next" and self.first_batch_s is None:  # the input's start: before the clock
+            self.first_batch_s = t1 - t0
+            self._open(t1)
+        elif name == "next":
+            w["next_s"] += t1 - t0
+        elif name in self.STEP_PHASES:
+            self.first_calls_s.setdefault(name, t1 - t0)
+            w["dispatch_s"] += t1 - t0
+            w["steps"] += 1
+            w["host_end"] = t1
+        elif name == "hooks":
+            w["report_s"] += t1 - t0
+            w["host_end"] = t1
+        elif name == "sync":
+            self._close(t1)
+        elif name == "flush":
+            self.windows[-1]["flush_s"] = t1 - t0
 
 
-def print_breakdown(label: str, rec: dict, summary: dict, batch: int, bench_s_per_step: float,
+def print_breakdown(label: str, rec: Breakdown, summary: dict, batch: int, bench_s_per_step: float,
                     bench_cpu_per_step: float) -> dict:
     """The table of one instrumented run: per window (host sync) the wall time the trainer's
     images/s counts, the benchmark's time for as many steps, and the parts of the host loop."""
@@ -388,30 +335,30 @@ def print_breakdown(label: str, rec: dict, summary: dict, batch: int, bench_s_pe
     print(f"\n{label}: trainer {summary['images_per_sec']:.1f} images/s, benchmark "
           f"{batch / bench_s_per_step:.1f} images/s just before it. Before window 1 (untimed: the "
           "trainer's clock starts after the first batch): building the input pipeline "
-          f"{rec['pipeline_build_s']:.2f} s, the first next(batches) "
-          f"{rec['first_batch_s'] or 0:.2f} s (tf.data start: shuffle buffer fill), the first call "
-          "of each compiled branch " + ", ".join(f"{'SAM' if b == 'True' else 'plain'} {v:.2f} s"
-                                               for b, v in sorted(rec["first_calls_s"].items())))
-    print("| window | steps | wall s | benchmark s | extra s | build s | next() s | step calls s | "
-          "report s | wait at sync s | rest of loop s | CPU s | benchmark CPU s | flush s (untimed) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for i, w in enumerate(rec["windows"], 1):
+          f"{rec.pipeline_build_s:.2f} s, the first next(batches) "
+          f"{rec.first_batch_s or 0:.2f} s (tf.data start: shuffle buffer fill), the first call "
+          "of each compiled branch " + ", ".join(f"{name.replace('_', ' ')} {v:.2f} s"
+                                               for name, v in sorted(rec.first_calls_s.items())))
+    print("| window | steps | wall s | benchmark s | extra s | next() s | step calls s | "
+          "hooks s | wait at sync s | rest of loop s | CPU s | benchmark CPU s | flush s (untimed) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i, w in enumerate(rec.windows, 1):
         bench, bench_cpu = bench_s_per_step * w["steps"], bench_cpu_per_step * w["steps"]
-        rest = w["wall_s"] - w["build_s"] - w["next_s"] - w["dispatch_s"] - w["report_s"] - w["sync_wait_s"]
+        rest = w["wall_s"] - w["next_s"] - w["dispatch_s"] - w["report_s"] - w["sync_wait_s"]
         row = dict(w, window=i, rest_s=rest, benchmark_s=bench, benchmark_cpu_s=bench_cpu,
                    extra_s=w["wall_s"] - bench)
         rows.append(row)
         print(f"| {i} | {w['steps']} | {w['wall_s']:.2f} | {bench:.2f} | {row['extra_s']:.2f} | "
-              f"{w['build_s']:.2f} | {w['next_s']:.2f} | {w['dispatch_s']:.2f} | {w['report_s']:.3f} | "
+              f"{w['next_s']:.2f} | {w['dispatch_s']:.2f} | {w['report_s']:.3f} | "
               f"{w['sync_wait_s']:.2f} | {rest:.3f} | {w['cpu_s']:.1f} | {bench_cpu:.1f} | "
               f"{w.get('flush_s', 0):.3f} |")
     threads = collections.Counter()
-    for w in rec["windows"]:
+    for w in rec.windows:
         threads.update(w["threads"])
     top = ", ".join(f"{name} {v:.1f}" for name, v in threads.most_common(6))
-    wall = sum(w["wall_s"] for w in rec["windows"])
-    steps = sum(w["steps"] for w in rec["windows"])
-    start = rec["pipeline_build_s"] + (rec["first_batch_s"] or 0.0)
+    wall = sum(w["wall_s"] for w in rec.windows)
+    steps = sum(w["steps"] for w in rec.windows)
+    start = rec.pipeline_build_s + (rec.first_batch_s or 0.0)
     print(f"CPU seconds by thread over the timed windows (tf_XLAEigen: XLA's compute; the others "
           f"named python: tf.data, wandb, orbax): {top}")
     print(f"timed: {wall:.2f} s for {steps} steps ({steps * batch / wall:.1f} images/s) against the "
@@ -420,7 +367,7 @@ def print_breakdown(label: str, rec: dict, summary: dict, batch: int, bench_s_pe
           "their time is mostly the device's, not dispatch.")
     return dict(windows=rows, threads_cpu_s=dict(threads), timed_s=wall, steps=steps,
                 pipeline_start_s=start,
-                first_calls_s=rec["first_calls_s"])
+                first_calls_s=rec.first_calls_s)
 
 
 def ratio_to_none(base: dict | None, r: dict, kind: str) -> float | None:
@@ -549,12 +496,12 @@ def main(argv=None):
         for label in args.methods:
             b = benches[label]
             wall, cpu = b.block(args.steps)  # the benchmark's step, just before the run
-            with instrumented() as rec:
-                summary = run_trainer(compose(overrides[label]), args.keep_workdirs)
+            rec = Breakdown()
+            summary = run_trainer(compose(overrides[label]), args.keep_workdirs, hooks=[rec])
             breakdowns[label] = dict(
                 trainer_images_per_sec=summary["images_per_sec"],
                 bench_images_per_sec=args.steps * batch / wall,
-                pipeline_build_s=rec["pipeline_build_s"], first_batch_s=rec["first_batch_s"],
+                pipeline_build_s=rec.pipeline_build_s, first_batch_s=rec.first_batch_s,
                 trainer_total_s=summary["total_seconds"], trainer_compile_s=summary["compile_seconds"],
                 **print_breakdown(label, rec, summary, batch, wall / args.steps, cpu / args.steps))
 

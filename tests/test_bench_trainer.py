@@ -23,7 +23,7 @@ def test_bench_trainer_writes_its_rows(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_trainer.py"), "--model", "cnn", "--scale", "smoke",
          "--data", "mock", "--steps", "4", "--rounds", "1", "--methods", "none", "looksam-5",
-         "--logger", "disabled", "--compilation-cache", str(tmp_path / "jax_cache"),
+         "--logger", "disabled", "--breakdown", "--compilation-cache", str(tmp_path / "jax_cache"),
          "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,4 +47,11 @@ def test_bench_trainer_writes_its_rows(tmp_path):
         assert "scale=smoke" in row["overrides"] and "data.mock=true" in row["overrides"]
     assert {"sam=looksam", "sam.k=5", "sam.alpha=0.7"} <= set(rows["looksam-5"]["overrides"])
     assert result["batch"] == 8
+    # --breakdown: the Breakdown hook saw every step of each run, one window per host sync (every
+    # step at scale=smoke), and LookSAM-5's both compiled branches.
+    for label, runs in (("none", 1), ("looksam-5", 2)):
+        breakdown = result["breakdown"][label]
+        assert [w["steps"] for w in breakdown["windows"]] == [1, 1, 1, 1]
+        assert len(breakdown["first_calls_s"]) == runs
+        assert breakdown["timed_s"] == pytest.approx(sum(w["wall_s"] for w in breakdown["windows"]))
     assert result["hardware"]["device_count"] == result["devices"]

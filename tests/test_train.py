@@ -133,6 +133,39 @@ def test_smoke_run_writes_every_output(smoke):
     assert scalar_events(workdir, "compile_seconds") == [(0, pytest.approx(on_disk["compile_seconds"]))]
 
 
+def test_hooks_are_called_every_step_and_around_each_phase(tmp_path):
+    """looksam/hooks.py: a hook with timed() sees the loop's phases in order; clu's periodic
+    actions join as they are."""
+    from clu import periodic_actions
+
+    class Recorder:
+        def __init__(self):
+            self.steps, self.phases = [], []
+
+        def __call__(self, step):
+            self.steps.append(step)
+
+        @contextlib.contextmanager
+        def timed(self, name):
+            self.phases.append(name)
+            yield
+
+    recorder, every_two = Recorder(), []
+    workdir = str(tmp_path / "run")
+    # One mock epoch of 4 steps (32 examples, batch 8); LookSAM-2: SAM at steps 0 and 2.
+    summary = train.run(cfg_for(workdir, "sam=looksam", "sam.k=2", "trainer.checkpoint_every_steps=3"),
+                        workdir, hooks=[recorder, periodic_actions.PeriodicCallback(
+                            every_steps=2, callback_fn=lambda step, t: every_two.append(step))])
+    assert summary["status"] == "completed" and summary["step"] == 4
+    assert recorder.steps == [1, 2, 3, 4] and every_two == [2, 4]
+    # log_every_steps=1 at scale=smoke: a sync and a flush after every step; checkpoints at 3 and
+    # the final 4; one evaluation, at the end of the epoch.
+    one_step = lambda branch: ["next", branch, "hooks", "sync", "flush"]  # noqa: E731
+    assert recorder.phases == (["input"] + one_step("sam_step") + one_step("plain_step")
+                               + one_step("sam_step") + ["checkpoint"] + one_step("plain_step")
+                               + ["eval", "checkpoint"])
+
+
 def test_eight_devices_equal_one(tmp_path):
     assert len(jax.devices()) == 8, "tests/conftest.py asks for 8 CPU devices"
     states = []
