@@ -112,7 +112,7 @@ class TrainerConfig:
     epochs: float = MISSING
     max_steps: Optional[int] = None  # stop earlier than `epochs` (smoke runs, tests)
     batch_size: int = MISSING  # global batch, over all processes and devices
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 1024
     eval_every_epochs: float = 1.0
     log_every_steps: int = 50
     checkpoint_every_steps: int = 1000
