@@ -231,7 +231,7 @@ def cmd_list(args) -> int:
         if compiled is None:
             ours.append(f"SCALE=paper: not planned yet (python -m reproduce plan {table.id})")
         else:
-            hours, broken = plan.table_hours(table, compiled, profile, plan.DEFAULT_DEVICES, plan.DEFAULT_MFU)
+            hours, broken = plan.table_hours(table, compiled, profile, plan.DEFAULT_MFU)
             ours.append(f"SCALE=paper ~{hours:.1f} h on {plan.DEFAULT_DEVICES} x {profile['name']} at "
                         f"{plan.DEFAULT_MFU:.0%} of peak (reproduce plan)"
                         + (f", {broken} cell(s) do not compile" if broken else ""))
@@ -349,15 +349,24 @@ def cmd_run(args) -> int:
 def cmd_plan(args) -> int:
     from looksam import host_devices
 
+    if args.per_device_batch is not None and args.per_device_batch < 1:
+        print(f"error: --per-device-batch {args.per_device_batch}: at least 1", file=sys.stderr)
+        return 2
+    names = registry.names() if args.table == "all" else [args.table]
+    try:
+        needed = plan.most_devices(names, args.scale, args.devices, args.per_device_batch)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     flag = host_devices.FLAG
     if flag in os.environ.get("XLA_FLAGS", ""):
         set_to = int(re.search(rf"{flag}=(\d+)", os.environ["XLA_FLAGS"]).group(1))
-        if set_to < args.devices:
-            print(f"error: XLA_FLAGS sets {set_to} host devices, fewer than --devices {args.devices}: "
-                  "unset it or raise it", file=sys.stderr)
+        if set_to < needed:
+            print(f"error: XLA_FLAGS sets {set_to} host devices, fewer than the {needed} the plan "
+                  "compiles over: unset it or raise it", file=sys.stderr)
             return 2
     else:  # before JAX starts: the compilation spreads the batch over that many CPU devices
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={args.devices}".strip()
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={needed}".strip()
     try:
         return plan.main(args)
     except ValueError as e:
@@ -415,6 +424,9 @@ def main(argv=None) -> int:
     pl.add_argument("--devices", type=int, default=plan.DEFAULT_DEVICES,
                     help="chips of --hardware the batch is spread over (simulated CPU devices for "
                          "the compilation; default 8)")
+    pl.add_argument("--per-device-batch", type=int, default=None,
+                    help="spread each cell's batch over batch / N devices instead of --devices (32: "
+                         "LookSAM Section 4.4's 32 examples per TPU v3 chip, 128 to 1024 chips)")
     pl.add_argument("--mfu", type=float, default=plan.DEFAULT_MFU,
                     help=f"model-FLOPs utilisation assumed for the time (default {plan.DEFAULT_MFU})")
     pl.add_argument("--markdown", action="store_true",

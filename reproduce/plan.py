@@ -17,6 +17,7 @@ configs/hardware/.
 
     python -m reproduce plan esam_table1 [--hardware tpu_v3] [--devices 8] [--mfu 0.4]
     python -m reproduce plan all --hardware h100 --devices 8
+    python -m reproduce plan looksam_table5 --per-device-batch 32   # the papers' TPU v3 slices
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ NOT_COMPILED = {"trainer": ("seed", "workdir", "epochs", "max_steps", "eval_batc
 # beta grid, LookSAM Tables 6-7's alpha and rho, each k > 1 of SAM-k / LookSAM-k: one compile each).
 CONSTANTS = {"sam": ("rho", "alpha", "beta"), "optimizer": ("lr", "base_batch"),
              "schedule": ("init_lr", "end_lr")}
+
+
+def device_count(cfg: dict, devices: int, per_device_batch: int | None = None) -> int:
+    """The devices a cell's batch is spread over: `devices`, or its batch / per_device_batch
+    (LookSAM's Section 4.4: 32 examples per TPU v3 chip at every batch size, 128 to 1024 chips)."""
+    if per_device_batch is None:
+        return devices
+    batch = cfg["trainer"]["batch_size"]
+    if batch % per_device_batch:
+        raise ValueError(f"--per-device-batch {per_device_batch} does not divide a batch of {batch}")
+    return max(batch // per_device_batch, 1)
 
 
 def hardware_names() -> list[str]:
@@ -110,10 +122,12 @@ def _cell_figures(program: dict, cfg: dict) -> dict:
     return plan.cell_figures(program, est, cfg["trainer"]["epochs"])
 
 
-def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, saved=lambda: None) -> dict:
-    """Cell id -> the compiled figures (looksam.plan.cell_figures), or {"error": text} for a cell
-    that does not compile (never cached); compiles only the programs `cache` lacks, adds them there
-    and calls saved() after each (a plan stopped half-way keeps what it compiled)."""
+def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, saved=lambda: None,
+                  per_device_batch: int | None = None) -> dict:
+    """Cell id -> the compiled figures (looksam.plan.cell_figures) and its device count, or
+    {"error": text} for a cell that does not compile (never cached); compiles only the programs
+    `cache` lacks, adds them there and calls saved() after each (a plan stopped half-way keeps what
+    it compiled). Each cell runs on `device_count(cfg, devices, per_device_batch)` devices."""
     from omegaconf import OmegaConf
 
     from looksam import plan
@@ -121,11 +135,12 @@ def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, 
     configs = compose.configs(table.cells, scale)
     out = {}
     for i, (cell, cfg) in enumerate(zip(table.cells, configs, strict=True)):
-        key = cache_key(cfg, devices)
+        n = device_count(cfg, devices, per_device_batch)
+        key = cache_key(cfg, n)
         if key not in cache:
             progress(f"{table.id}: compiling {cell.id} ({i + 1}/{len(table.cells)}) at {scale} size "
-                     f"on {devices} devices")
-            cfg["trainer"]["num_devices"] = devices
+                     f"on {n} devices")
+            cfg["trainer"]["num_devices"] = n
             try:
                 cache[key] = plan.compile_cell(OmegaConf.create(cfg))
             except Exception as e:  # noqa: BLE001 - a cell that cannot compile is a finding, not a crash
@@ -134,23 +149,24 @@ def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, 
                 out[cell.id] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
                 continue
             saved()
-        out[cell.id] = _cell_figures(cache[key], cfg)
+        out[cell.id] = _cell_figures(cache[key], cfg) | {"devices": n}
     return out
 
 
-def planned(table, scale: str, devices: int, cache: dict) -> dict | None:
+def planned(table, scale: str, devices: int, cache: dict, per_device_batch: int | None = None) -> dict | None:
     """Cell id -> the cell's figures when every cell's program is in `cache`, else None."""
     configs = compose.configs(table.cells, scale)
-    keys = [cache_key(cfg, devices) for cfg in configs]
+    counts = [device_count(cfg, devices, per_device_batch) for cfg in configs]
+    keys = [cache_key(cfg, n) for cfg, n in zip(configs, counts, strict=True)]
     if not all(k in cache for k in keys):
         return None
-    return {cell.id: _cell_figures(cache[k], cfg)
-            for cell, cfg, k in zip(table.cells, configs, keys, strict=True)}
+    return {cell.id: _cell_figures(cache[k], cfg) | {"devices": n}
+            for cell, cfg, k, n in zip(table.cells, configs, keys, counts, strict=True)}
 
 
-def table_hours(table, compiled: dict, profile: dict, devices: int, mfu: float) -> tuple[float, int]:
+def table_hours(table, compiled: dict, profile: dict, mfu: float) -> tuple[float, int]:
     """(hours of the paper's seeds of every cell that compiles, the number that do not)."""
-    table_rows = rows(table, compiled, profile, devices, mfu)
+    table_rows = rows(table, compiled, profile, mfu)
     return (sum(r["hours"] for r in table_rows if not r["error"]) * table.seeds,
             sum(bool(r["error"]) for r in table_rows))
 
@@ -161,7 +177,7 @@ def seconds_per_seed(entry: dict, profile: dict, devices: int, mfu: float) -> fl
     return entry["flops_per_step"] * steps / (devices * peak * mfu)
 
 
-def rows(table, compiled: dict, profile: dict, devices: int, mfu: float) -> list[dict]:
+def rows(table, compiled: dict, profile: dict, mfu: float) -> list[dict]:
     out = []
     for cell in table.cells:
         entry = compiled[cell.id]
@@ -173,24 +189,26 @@ def rows(table, compiled: dict, profile: dict, devices: int, mfu: float) -> list
                               if base and not base.get("error") else None),
                        ideal=entry["ideal_cost"], gib_per_device=entry["bytes_per_device"] / 2**30,
                        fits=entry["bytes_per_device"] <= profile["memory_gib"] * 2**30,
-                       hours=seconds_per_seed(entry, profile, devices, mfu) / 3600,
-                       batch=entry["batch_size"], dtype=entry["dtype"])
+                       hours=seconds_per_seed(entry, profile, entry["devices"], mfu) / 3600,
+                       batch=entry["batch_size"], dtype=entry["dtype"], devices=entry["devices"])
         out.append(row)
     return out
 
 
-def text(table, table_rows: list[dict], profile: dict, devices: int, mfu: float, scale: str) -> list[str]:
+def text(table, table_rows: list[dict], profile: dict, devices: str, mfu: float, scale: str) -> list[str]:
+    """`devices`: what the cells ran on, in words ("8", "batch / 32")."""
     lines = [f"{table.id} at {scale} size on {devices} x {profile['name']} at {mfu:.0%} of peak "
              f"(paper: {table.hardware}; {table.paper_time})",
-             f"  {'cell':34} {'GFLOP/img':>10} {'x base':>7} {'ideal':>6} {'GiB/dev':>8} {'fits':>5} "
-             f"{'h/seed':>8}"]
+             f"  {'cell':34} {'GFLOP/img':>10} {'x base':>7} {'ideal':>6} {'devices':>7} {'GiB/dev':>8} "
+             f"{'fits':>5} {'h/seed':>8}"]
     for r in table_rows:
         if r["error"]:
             lines.append(f"  {r['cell']:34} does not compile: {r['error']}")
             continue
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
         lines.append(f"  {r['cell']:34} {r['gflops_per_image']:10.2f} {ratio:>7} {r['ideal']:6.2f} "
-                     f"{r['gib_per_device']:8.2f} {'yes' if r['fits'] else 'NO':>5} {r['hours']:8.2f}")
+                     f"{r['devices']:7d} {r['gib_per_device']:8.2f} {'yes' if r['fits'] else 'NO':>5} "
+                     f"{r['hours']:8.2f}")
     total = sum(r["hours"] for r in table_rows if not r["error"]) * table.seeds
     lines.append(f"  total: {total:.1f} h for {table.seeds} seed(s) of every cell that compiles")
     return lines
@@ -292,7 +310,7 @@ def markdown(tables, cache: dict, profile: dict, devices: int, mfu: float) -> li
         if compiled is None:
             lines.append(f"{head} not planned yet (`python -m reproduce plan {table.id}`) | |")
             continue
-        table_rows = [r for r in rows(table, compiled, profile, devices, mfu) if not r["error"]]
+        table_rows = [r for r in rows(table, compiled, profile, mfu) if not r["error"]]
         broken = len(table.cells) - len(table_rows)
         hours = sum(r["hours"] for r in table_rows) * table.seeds
         plan_text = (f"{_span([r['gflops_per_image'] for r in table_rows], '.3g')}; "
@@ -329,15 +347,24 @@ def main(args) -> int:
     names = registry.names() if args.table == "all" else [args.table]
     cache = load_cache()
     status = 0
+    on = args.devices if args.per_device_batch is None else f"batch / {args.per_device_batch}"
     for name in names:
         table = registry.load(name)
         compiled = compile_cells(table, args.scale, args.devices, cache,
                                  progress=lambda s: print(s, file=sys.stderr, flush=True),
-                                 saved=lambda: save_cache(cache))
-        table_rows = rows(table, compiled, profile, args.devices, args.mfu)
+                                 saved=lambda: save_cache(cache), per_device_batch=args.per_device_batch)
+        table_rows = rows(table, compiled, profile, args.mfu)
         status |= any(r["error"] for r in table_rows)
-        lines = text(table, table_rows, profile, args.devices, args.mfu, args.scale)
+        lines = text(table, table_rows, profile, on, args.mfu, args.scale)
         if args.scale == "paper":
             lines += speeds_text(table, paper_speeds(table, compiled, args.mfu), args.mfu)
         print("\n".join(lines) + "\n")
     return 1 if status else 0
+
+
+def most_devices(names: list[str], scale: str, devices: int, per_device_batch: int | None) -> int:
+    """The host devices the compilations need (set before JAX starts): the largest cell's count."""
+    if per_device_batch is None:
+        return devices
+    return max(device_count(cfg, devices, per_device_batch)
+               for name in names for cfg in compose.configs(registry.load(name).cells, scale))

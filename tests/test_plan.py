@@ -135,11 +135,36 @@ def test_the_cache_compiles_once_and_keys_what_compiles(tmp_path, monkeypatch):
     assert plan_cli.load_cache(path) == json.loads(json.dumps(cache))
 
 
+def test_per_device_batch_spreads_each_cell_over_its_own_devices(monkeypatch):
+    """--per-device-batch N: a cell of batch B compiles over B / N devices and its hours count them."""
+    table = registry.load("esam_table1")
+    cells = tuple(c for c in table.cells if c.row == "resnet18_cifar10")[:1]
+    table = type(table)(**{**table.__dict__, "cells": cells})
+    cfg = compose.config(cells[0], "paper")
+    assert cfg["trainer"]["batch_size"] == 128
+    assert plan_cli.device_count(cfg, 8, None) == 8 and plan_cli.device_count(cfg, 8, 32) == 4
+    with pytest.raises(ValueError, match="does not divide a batch of 128"):
+        plan_cli.device_count(cfg, 8, 48)
+    seen = []
+    program = {"batch_size": 128, "branches": {"step": {"flops": 1.0, "memory_per_device": {"total": 1}}}}
+    monkeypatch.setattr(plan, "compile_cell", lambda c: seen.append(c["trainer"]["num_devices"]) or program)
+    cache = {}
+    compiled = plan_cli.compile_cells(table, "paper", 8, cache, progress=lambda s: None, per_device_batch=32)
+    assert seen == [4] and compiled[cells[0].id]["devices"] == 4
+    assert list(cache) == [plan_cli.cache_key(cfg, 4)]
+    assert plan_cli.planned(table, "paper", 8, cache, per_device_batch=32) == compiled
+    assert plan_cli.planned(table, "paper", 8, cache) is None  # 8 devices: another program
+    largest = max(compose.config(c, "paper")["trainer"]["batch_size"] for c in registry.load("esam_table1").cells)
+    assert largest >= 128 and plan_cli.most_devices(["esam_table1"], "paper", 8, 64) == largest // 64
+
+
 def test_plan_command_prints_a_cell_per_line_and_fails_on_bad_input(capsys):
     assert cli.main(["plan", "esam_table1", "--hardware", "tpu_v9"]) == 2
     assert "configs/hardware" in capsys.readouterr().err
     assert cli.main(["plan", "esam_table1", "--mfu", "1.5"]) == 2
     assert "(0, 1]" in capsys.readouterr().err
+    assert cli.main(["plan", "esam_table1", "--per-device-batch", "48"]) == 2
+    assert "does not divide a batch of 128" in capsys.readouterr().err
 
 
 @pytest.mark.slow
