@@ -32,7 +32,7 @@ import pathlib
 import sys
 
 from reproduce import registry
-from results import claims, collect, evidence, landscape, render, report, sweep, wandb_log
+from results import claims, collect, evidence, figures, landscape, render, report, sweep, tables, wandb_log
 
 
 def portable_path(path) -> str:
@@ -50,7 +50,7 @@ def write(table, results, scale: str, source: str, out, runs_dir=None, tables_di
     """Writes `<out>/<id>_<scale>.{md,tex,html}` (a figure: its PNG/SVG, Markdown and HTML);
     returns the paths by suffix. runs_dir: TensorBoard curves; tables_dir and results_for (table
     -> results): another table a figure takes points from. Here, above render and figures, since
-    it uses both (figures draws with render's numbers)."""
+    it uses both."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = registry.render_stem(table.id, scale, table.reading_name)
@@ -63,8 +63,6 @@ def write(table, results, scale: str, source: str, out, runs_dir=None, tables_di
                                 f"have {seeds}: kept it (render into another --out to see them)")
     images: tuple[str, ...] = ()
     if table.kind == "figure":
-        from results import figures  # matplotlib: only for a figure
-
         drawn = figures.draw(table, results, out / stem, runs_dir=runs_dir, scale=scale,
                              tables_dir=tables_dir, results_for=results_for)
         paths.update(drawn)
@@ -103,7 +101,7 @@ def _render(args) -> int:
         try:
             paths = write(table, results, args.scale, source, out, runs_dir=runs_dir,
                           tables_dir=tables_dir, results_for=results_for)
-        except (render.FewerSeeds, render.DrawError) as e:  # the other tables still render
+        except (render.FewerSeeds, figures.DrawError) as e:  # the other tables still render
             print(f"error: {e}", file=sys.stderr)
             kept += 1
             continue
@@ -138,11 +136,11 @@ def _claims(args) -> int:
     results = collect.collect(table, runs, args.scale)
     checks = claims.check_table(table, results)
     source = "the committed evidence" if args.runs is None else f"runs folder {args.runs}"
-    print(f"{render.title(table)} at scale {args.scale}, from {source}: "
+    print(f"{tables.title(table)} at scale {args.scale}, from {source}: "
           f"{claims.summary_line(checks)}")
     if not table.claims:
         print(f"no claims: {table.claims_reason}")
-    for row in render.claim_rows(table, results):
+    for row in tables.claim_rows(table, results):
         print("  " + " | ".join(row))
     bad = claims.failed(checks)
     if args.strict and bad:
@@ -219,7 +217,7 @@ def _report(args) -> int:
     try:
         path = report.build(args.runs, args.scale, args.out, args.tables,
                             source=f"`{portable_path(args.runs)}`", redraw=args.redraw, reading=args.reading)
-    except render.DrawError as e:  # the page is written, without the figures named
+    except figures.DrawError as e:  # the page is written, without the figures named
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {path}", file=sys.stderr)
@@ -229,7 +227,7 @@ def _report(args) -> int:
 def _list(args) -> int:
     for table_id, table in registry.all_tables(pathlib.Path(args.tables)).items():
         kind = f"{table.kind} ({table.plot.get('type', '?')})" if table.kind == "figure" else table.kind
-        print(f"{table_id:28s} {kind:20s} {render.title(table)}")
+        print(f"{table_id:28s} {kind:20s} {tables.title(table)}")
     return 0
 
 

@@ -65,7 +65,12 @@ from looksam import landscape as landscape_lib
 from looksam import summary as summary_file
 from reproduce import compose, registry
 from results import collect as collect_lib
-from results import render
+from results import tables
+
+
+class DrawError(ValueError):
+    """A figure that could not be drawn: its table, plot type and cause."""
+
 
 DEFAULT_TAGS = {"curves": ["test_accuracy"], "diagnostics": ["train_sam_cos_g_gs", "train_sam_g_v_norm"]}
 LINESTYLES = {"solid": "-", "dashed": "--", "dotted": ":", "dashdot": "-."}
@@ -90,7 +95,7 @@ def paper_value(table, cell, key) -> tuple[float | None, float | None]:
     metric = _metric(table, key)
     if metric is None or cell is None:
         return None, None
-    return render.paper_mean_std(cell.paper[table.metrics.index(metric)])
+    return tables.paper_mean_std(cell.paper[table.metrics.index(metric)])
 
 
 def ours_value(table, results, cell, key) -> tuple[float | None, float | None]:
@@ -108,7 +113,7 @@ def ours_value(table, results, cell, key) -> tuple[float | None, float | None]:
 
 
 def _has_paper_values(table) -> bool:
-    return any(render.paper_mean_std(v)[0] is not None for c in table.cells for v in c.paper)
+    return any(tables.paper_mean_std(v)[0] is not None for c in table.cells for v in c.paper)
 
 
 def sources(table, results, scale):
@@ -234,7 +239,7 @@ def _other_table_points(plot, row, is_paper, other, x, y):
 
 def xy(fig, table, results, plot, scale, context):
     kind = plot.get("type")
-    x = plot.get("x") or (_default_key(table, render.RATIO_KINDS) if kind == "scatter" else None)
+    x = plot.get("x") or (_default_key(table, tables.RATIO_KINDS) if kind == "scatter" else None)
     y = plot.get("y") or plot.get("metric") or _default_key(table, ("accuracy",))
     plot = {"connect": kind == "lines", "annotate": "column" if kind == "scatter" else None, **plot}
     all_series, groups, srcs = _series(table, plot), _row_groups(table, plot), sources(table, results, scale)
@@ -333,7 +338,7 @@ def normalised_label(table, key, ref_column) -> str:
 
 
 def _xy_keys(table, plot):
-    x = plot.get("x") or _default_key(table, render.RATIO_KINDS)
+    x = plot.get("x") or _default_key(table, tables.RATIO_KINDS)
     y = plot.get("y") or plot.get("metric") or _default_key(table, ("accuracy",))
     return x, y
 
@@ -443,6 +448,22 @@ def normalised_scatter(fig, table, results, plot, scale, context):
 
 # ---- heatmap and bars ---------------------------------------------------------------------------
 
+def heat_grid(fig, ax, grid, xlabels, ylabels, text, cmap: str = "viridis", missing: str = "",
+              colorbar_label: str = "") -> None:
+    """A grid of values (None: none there) as coloured cells, each value written in by `text`;
+    `missing` is written where there is none (the heatmap figure type and results/sweep.py)."""
+    data = [[math.nan if v is None else v for v in row] for row in grid]
+    image = ax.imshow(data, cmap=cmap, aspect="auto")
+    fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar_label)
+    for r, row in enumerate(grid):
+        for c, v in enumerate(row):
+            if v is not None or missing:
+                ax.text(c, r, missing if v is None else text(v), ha="center", va="center", fontsize=7,
+                        color="w")
+    ax.set_xticks(range(len(xlabels)), xlabels, fontsize=7)
+    ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
+
+
 def heatmap(fig, table, results, plot, scale, context):
     key = plot.get("metric") or plot.get("y") or _default_key(table, ("accuracy",))
     metric = _metric(table, key)
@@ -454,16 +475,9 @@ def heatmap(fig, table, results, plot, scale, context):
         if all(v is None for row in grid for v in row):
             _no_data(ax, "no values")
         else:
-            data = [[math.nan if v is None else v for v in row] for row in grid]
-            image = ax.imshow(data, cmap=plot.get("cmap") or "viridis", aspect="auto")
-            fig.colorbar(image, ax=ax, shrink=0.8)
-            for r, row in enumerate(grid):
-                for c, v in enumerate(row):
-                    if v is not None:
-                        ax.text(c, r, render.fmt(v, render.metric_spec(metric) if metric else ".3g"),
-                                ha="center", va="center", fontsize=7, color="w")
-            ax.set_xticks(range(len(table.columns)), [c["label"] for c in table.columns], fontsize=7)
-            ax.set_yticks(range(len(table.rows)), [r["label"] for r in table.rows], fontsize=7)
+            heat_grid(fig, ax, grid, [c["label"] for c in table.columns], [r["label"] for r in table.rows],
+                      lambda v: tables.fmt(v, tables.metric_spec(metric) if metric else ".3g"),
+                      cmap=plot.get("cmap") or "viridis")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(plot.get("xlabel") or "")
         ax.set_ylabel(plot.get("ylabel") or "")
@@ -471,7 +485,7 @@ def heatmap(fig, table, results, plot, scale, context):
 
 def bars(fig, table, results, plot, scale, context):
     key = plot.get("metric") or plot.get("y") or _default_key(table, ("accuracy",)) or \
-        _default_key(table, render.RATIO_KINDS)
+        _default_key(table, tables.RATIO_KINDS)
     width = 0.8 / max(len(table.columns), 1)
     srcs = sources(table, results, scale)
     for ax, (title, value) in zip(_axes_grid(fig, len(srcs), 1), srcs, strict=True):
@@ -488,9 +502,9 @@ def bars(fig, table, results, plot, scale, context):
                 heights += list(zip(ys, errs, strict=True))
                 ax.bar(xs, ys, width, yerr=errs if any(errs) else None, color=f"C{j % 10}",
                        label=col["label"], capsize=2)
-                spec = render.metric_spec(_metric(table, key)) if _metric(table, key) else ".4g"
+                spec = tables.metric_spec(_metric(table, key)) if _metric(table, key) else ".4g"
                 for px, py in zip(xs, ys, strict=True):
-                    ax.annotate(render.fmt(py, spec), (px, py), xytext=(0, 2), textcoords="offset points",
+                    ax.annotate(tables.fmt(py, spec), (px, py), xytext=(0, 2), textcoords="offset points",
                                 ha="center", va="bottom", fontsize=7)
         if heights:
             ax.legend(fontsize=7)
@@ -798,9 +812,9 @@ def build(table, results, runs_dir=None, scale: str = "cpu", tables_dir=None, re
             draw_fn = normalised_scatter
         draw_fn(fig, table, results, plot, scale, context)
     except Exception as e:  # a drawing bug or a plot the data cannot fill: an error naming both
-        raise render.DrawError(f"{table.id}: could not draw its {kind} plot: {type(e).__name__}: {e}") from e
+        raise DrawError(f"{table.id}: could not draw its {kind} plot: {type(e).__name__}: {e}") from e
     width = fig.get_size_inches()[0]
-    fig.suptitle(textwrap.fill(plot.get("title") or render.title(table), int(width * 11)), fontsize=10)
+    fig.suptitle(textwrap.fill(plot.get("title") or tables.title(table), int(width * 11)), fontsize=10)
     return fig
 
 

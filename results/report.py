@@ -17,7 +17,6 @@ no data to draw (every panel would say "data missing") is listed as not run inst
 
 from __future__ import annotations
 
-import html
 import os
 import pathlib
 import shlex
@@ -26,18 +25,8 @@ from looksam import summary as summary_file
 from reproduce import registry
 from results import claims as claims_lib
 from results import collect as collect_lib
-from results import render
+from results import figures, render, tables, writers
 
-REPORT_STYLE = """
-nav.index{margin:1em 0 2em}
-nav.index td:first-child{white-space:nowrap}
-section.report{border-top:2px solid #d5d8de;margin-top:2.5em}
-section.report>h2{position:sticky;top:0;background:#fff;margin:0;padding:.6em 0 .4em;z-index:1;
-  border-bottom:1px solid #e3e5ea}
-a.top{font-size:.85rem}
-tr.not-run td{color:#777}
-td.make{font-size:.8rem;min-width:16rem}
-"""
 RUN_FILES = (summary_file.FILE, "events.out.tfevents*", "landscape*.npz")
 SWEEPS = "sweeps"  # <out>/sweeps/<table>_<scale>_<row>_<column>/sweep.md: python -m results sweep --out
 EVIDENCE_RUNS = "runs/evidence"  # where the evidence's runs train before `record` (docs/evidence.md)
@@ -68,8 +57,6 @@ def _newest_input(table, runs, scale, tables_dir) -> float:
 def figure_png(table, results, runs, scale, out, tables_dir, redraw: bool = False) -> pathlib.Path | None:
     """`<out>/<id>_<scale>.png`, drawn unless an up-to-date one is there; None, and nothing drawn,
     when every panel of the figure would be a "data missing" note."""
-    from results import figures
-
     fig = figures.build(table, results, runs_dir=runs, scale=scale, tables_dir=tables_dir,
                         results_for=lambda t: collect_lib.collect(t, runs, scale))
     if not figures.has_data(fig):
@@ -120,40 +107,43 @@ def sweep_links(table, scale: str, out) -> tuple[tuple[str, str], ...]:
     return tuple(links)
 
 
-def _index_row(table, results, ran: bool, commands: list[str]) -> str:
-    e = render.inline_html
-    name = html.escape(table.id)
+INDEX_HEAD = ("Id", "Kind", "Paper, source: title", "Cells", "Claims")
+
+
+def index_row(table, results, ran: bool, commands: list[str]) -> tables.Row:
+    """A table's line in the report's index: a link to its section, or the commands that make it."""
     kind = table.kind + (f" ({table.plot.get('type', 'bars')})" if table.kind == "figure" else "")
-    what = f"{e(table.paper_name)}, {e(table.source)}: {e(table.title)}"
+    what = tables.Cell.of(f"{table.paper_name}, {table.source}: {table.title}")
     n = completed_cells(results)
     if not ran:
         why = f"{n} of {len(table.cells)} completed, no data to draw; " if n else ""
-        make = "<br>".join(f"<code>{html.escape(c)}</code>" for c in commands)
-        return (f'<tr class="not-run" data-table="{name}"><td>{name}</td><td>{html.escape(kind)}</td>'
-                f'<td>{what}</td><td class="make">not run: {why}make it with<br>{make}</td><td>—</td></tr>')
-    claims = (render.summary_html(claims_lib.check_table(table, results)) if table.claims
+        make = tables.Cell(lines=(f"not run: {why}make it with", *(f"`{c}`" for c in commands)), kind="make")
+        return tables.Row((tables.Cell.of(table.id), tables.Cell.of(kind), what, make, tables.Cell.of("—")),
+                          kind="not-run", key=table.id)
+    claims = (writers.verdict_counts_html(claims_lib.check_table(table, results)) if table.claims
               else "none to check")
-    return (f'<tr data-table="{name}"><td><a href="#{name}">{name}</a></td><td>{html.escape(kind)}</td>'
-            f"<td>{what}</td><td>{n} of {len(table.cells)} completed</td><td>{claims}</td></tr>")
+    return tables.Row((tables.Cell.of(table.id, href=f"#{table.id}"), tables.Cell.of(kind), what,
+                       tables.Cell.of(f"{n} of {len(table.cells)} completed"), tables.Cell.of(claims)),
+                      key=table.id)
 
 
 def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: str | None = None,
           redraw: bool = False, reading: str | None = None) -> pathlib.Path:
     """Writes `<out>/index.html` (figures' PNGs beside it); returns its path. A reading other than
     the paper's: `<out>/index_<reading>.html`, of the tables that declare it. A figure that cannot
-    be drawn is named on the page, and a render.DrawError naming each follows once it is written."""
+    be drawn is named on the page, and a figures.DrawError naming each follows once it is written."""
     runs = pathlib.Path(runs)
     out = pathlib.Path(out) if out is not None else registry.renders_dir(runs)
     out.mkdir(parents=True, exist_ok=True)
     source = source or f"`{runs}`"
     rows, sections, n_ran, failed = [], [], 0, []
-    tables = list(registry.all_tables(pathlib.Path(tables_dir)).values())
+    tables_ = list(registry.all_tables(pathlib.Path(tables_dir)).values())
     if reading not in (None, registry.PAPER):
-        tables = [registry.load(t.id, pathlib.Path(tables_dir), reading=reading) for t in tables
-                  if reading in t.reading_names()]
-        if not tables:
+        tables_ = [registry.load(t.id, pathlib.Path(tables_dir), reading=reading) for t in tables_
+                   if reading in t.reading_names()]
+        if not tables_:
             raise ValueError(f"no table declares the reading {reading!r}")
-    for table in tables:
+    for table in tables_:
         results = collect_lib.collect(table, runs, scale)
         ran = completed_cells(results) > 0
         images: tuple[str, ...] = ()
@@ -161,37 +151,23 @@ def build(runs, scale: str, out=None, tables_dir=registry.TABLES_DIR, source: st
         if ran and table.kind == "figure":
             try:
                 png = figure_png(table, results, runs, scale, out, tables_dir, redraw)
-            except render.DrawError as e:  # the rest of the page still gets written
+            except figures.DrawError as e:  # the rest of the page still gets written
                 failed.append(str(e))
                 png, undrawn = None, str(e)
             ran = png is not None or undrawn is not None  # nothing to draw: listed as not run
             images = (pathlib.Path(os.path.relpath(png, out)).as_posix(),) if png else ()
-        rows.append(_index_row(table, results, ran, [] if ran else make_commands(table, scale, runs)))
+        rows.append(index_row(table, results, ran, [] if ran else make_commands(table, scale, runs)))
         if not ran:
             continue
         n_ran += 1
-        sections.append(f'<section class="report" data-table="{html.escape(table.id)}">')
-        if undrawn:
-            sections.append(f'<p class="error">{html.escape(undrawn)}</p>')
-        sections += render.html_body(table, results, scale, source, images, level=2, anchor=table.id,
-                                     legend=False, sweeps=sweep_links(table, scale, out))
-        sections += ['<p><a class="top" href="#index">Back to the index</a></p>', "</section>"]
-    read_as = tables[0].reading if reading not in (None, registry.PAPER) else None
+        sections.append(render.section(table, results, scale, source, images, level=2, anchor=table.id,
+                                       legend=False, sweeps=sweep_links(table, scale, out), error=undrawn))
+    read_as = tables_[0].reading if reading not in (None, registry.PAPER) else None
     heading = f"Results at scale {scale}" + (f", reading {read_as.name} ({read_as.label})" if read_as else "")
-    body = [f"<h1>{html.escape(heading)}</h1>",
-            f"<p>Runs: {render.inline_html(source)} · scale: <code>{html.escape(scale)}</code> · "
-            f"{n_ran} of {len(rows)} registry tables and figures have a completed run (a figure: "
-            "data to draw); the rest say which commands make them. Each cell shows ours (mean ± "
-            "sample std over seeds) next to the paper's value; claims are checked by "
-            "results/claims.py.</p>",
-            '<h2 id="legend">Legend</h2>', *render.legend_html(),
-            '<nav class="index" id="index"><h2>Index</h2>']
-    head = "".join(f"<th>{h}</th>" for h in ("Id", "Kind", "Paper, source: title", "Cells", "Claims"))
-    body += ['<div class="scroll"><table>', f"<thead><tr>{head}</tr></thead>", "<tbody>", *rows,
-             "</tbody>", "</table></div>", "</nav>", *sections]
-    page = render.html_document(heading, body).replace("</style>", REPORT_STYLE + "</style>", 1)
+    page = writers.html_document("report.html.j2", heading, source=source, scale=scale, n_ran=n_ran,
+                                 index=tables.Table(INDEX_HEAD, tuple(rows)), sections=sections)
     path = out / ("index.html" if reading in (None, registry.PAPER) else f"index_{reading}.html")
     path.write_text(page)
     if failed:
-        raise render.DrawError("; ".join(failed) + f" (wrote {path} without them)")
+        raise figures.DrawError("; ".join(failed) + f" (wrote {path} without them)")
     return path

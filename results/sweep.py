@@ -15,7 +15,10 @@ import math
 import pathlib
 from collections.abc import Sequence
 
+from matplotlib.figure import Figure
+
 from looksam import summary as summary_file
+from results import figures, tables, writers
 from results.collect import mean_std
 
 IGNORED = ("trainer.seed", "table", "cell", "variant")
@@ -114,31 +117,31 @@ def _show(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
+def grid(jobs, keys) -> tables.Table:
+    """The sweep's points as the table model: rows by columns for two swept keys, else a line each."""
+    by_point = entries(jobs, keys)
+    if len(keys) == 2:
+        rows = sorted({p[0] for p in by_point}, key=_order)
+        cols = sorted({p[1] for p in by_point}, key=_order)
+        return tables.Table.of([f"{keys[0]} \\ {keys[1]}", *(_show(c) for c in cols)],
+                               [[_show(r), *(text(by_point[(r, c)]) if (r, c) in by_point else "—"
+                                             for c in cols)] for r in rows])
+    return tables.Table.of([*(keys or ["point"]), "result"],
+                           [[*(_show(v) for v in (p or ("all",))), text(by_point[p])]
+                            for p in sorted(by_point, key=lambda p: tuple(_order(v) for v in p))])
+
+
 def markdown(directory, jobs=None) -> str:
     jobs = load(directory) if jobs is None else jobs
     if not jobs:
         raise ValueError(f"no summary.json under {directory}: nothing to render")
     keys = swept_keys(jobs)
-    by_point = entries(jobs, keys)
     lines = [f"# Sweep: {directory}", "",
              f"{len(jobs)} job(s); swept: {', '.join(keys) or 'nothing (one point)'}. Each entry: "
              "final validation and test accuracy (%), mean ± sample std over seeds, then the means "
              "of the final train loss and, for LookSAM, of its g_v drift, n completed; "
              "✗ marks a failed or diverged job.", ""]
-    if len(keys) == 2:
-        rows = sorted({p[0] for p in by_point}, key=_order)
-        cols = sorted({p[1] for p in by_point}, key=_order)
-        lines += [f"| {keys[0]} \\ {keys[1]} | " + " | ".join(_show(c) for c in cols) + " |",
-                  "|" + "---|" * (len(cols) + 1)]
-        for r in rows:
-            lines.append(f"| {_show(r)} | " + " | ".join(
-                text(by_point[(r, c)]) if (r, c) in by_point else "—" for c in cols) + " |")
-    else:
-        head = keys or ["point"]
-        lines += ["| " + " | ".join(head) + " | result |", "|" + "---|" * (len(head) + 1)]
-        for p in sorted(by_point, key=lambda p: tuple(_order(v) for v in p)):
-            lines.append("| " + " | ".join(_show(v) for v in (p or ("all",))) + f" | {text(by_point[p])} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + writers.markdown_table(grid(jobs, keys))) + "\n"
 
 
 def _order(value):
@@ -151,35 +154,21 @@ def heatmap(directory, out: pathlib.Path, jobs=None, metric: str = "final_valida
     keys = swept_keys(jobs)
     if len(keys) != 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from results import figures
-
     by_point = entries(jobs, keys)
     rows = sorted({p[0] for p in by_point}, key=_order)
     cols = sorted({p[1] for p in by_point}, key=_order)
-    grid = np.full((len(rows), len(cols)), np.nan)
-    for (r, c), e in by_point.items():
-        values = e["values"][metric]
-        if values:
-            grid[rows.index(r), cols.index(c)] = 100 * sum(values) / len(values)
-    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 2, 0.8 * len(rows) + 1.5))
-    im = ax.imshow(grid, cmap="viridis")
-    ax.set_xticks(range(len(cols)), [_show(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [_show(r) for r in rows])
+
+    def mean(point):
+        values = by_point[point]["values"][metric] if point in by_point else []
+        return 100 * sum(values) / len(values) if values else None
+
+    fig = Figure(figsize=(1.2 * len(cols) + 2, 0.8 * len(rows) + 1.5), layout="tight")
+    ax = fig.add_subplot()
+    figures.heat_grid(fig, ax, [[mean((r, c)) for c in cols] for r in rows], [_show(c) for c in cols],
+                      [_show(r) for r in rows], lambda v: f"{v:.1f}", missing="✗",
+                      colorbar_label=f"{metric} (%)")
     ax.set_xlabel(keys[1])
     ax.set_ylabel(keys[0])
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            ax.text(j, i, "✗" if np.isnan(grid[i, j]) else f"{grid[i, j]:.1f}", ha="center",
-                    va="center", color="w")
-    fig.colorbar(im, label=f"{metric} (%)")
-    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figures.save(fig, out)
-    plt.close(fig)
     return out

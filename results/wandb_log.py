@@ -7,7 +7,7 @@ One wandb run per table and scale (job type "render"), in the group of the table
     claims  claim, expression, where, lhs, rhs, ours lhs, ours rhs, paper, d, 2 SE, verdict
 
 Values are in the units the report prints (accuracy in %); `verdict` is the report's own string
-(results/render.py claim_rows), so the dashboard and the report cannot disagree. Offline runs are
+(results/tables.py claim_rows), so the dashboard and the report cannot disagree. Offline runs are
 written to `<out>/wandb/offline-run-*` (upload: `wandb sync`). docs/wandb.md.
 """
 
@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 
 from results import claims as claims_lib
-from results import render
+from results import tables
 
 CELL_COLUMNS = ["cell", "row", "column", "metric", "ours mean", "ours std", "n", "paper", "status"]
 CLAIM_COLUMNS = ["claim", "expression", "where", "lhs", "rhs", "ours lhs", "ours rhs", "paper", "d", "2 SE",
@@ -42,10 +42,10 @@ def cell_rows(table, results: Mapping) -> list[list]:
     for cell in table.cells:
         result = results.get(cell.id)
         for i, metric in enumerate(table.metrics):
-            paper = render.paper_mean_std(cell.paper[i])[0]
+            paper = tables.paper_mean_std(cell.paper[i])[0]
             values = result.values.get(metric.key, []) if result else []
             rows.append([cell.id, table.label("row", cell.row), table.label("column", cell.column),
-                         metric.label, render.ours_value(result, metric),
+                         metric.label, tables.ours_value(result, metric),
                          _scaled(result.std.get(metric.key) if result else None, metric), len(values),
                          None if paper is None else float(paper), result.status if result else "missing"])
     return rows
@@ -55,9 +55,9 @@ def claim_rows(table, results: Mapping) -> list[list]:
     """One row per claim and pair of cells: the report's texts and verdict, d and 2 SE as numbers."""
     rows = []
     checks = claims_lib.check_table(table, results)
-    shown = render.claim_rows(table, results)  # the same checks, in the same order, as rendered
+    shown = tables.claim_rows(table, results)  # the same checks, in the same order, as rendered
     for check, row in zip(checks, shown, strict=True):
-        text = dict(zip(render.CLAIM_HEAD, row, strict=True))
+        text = dict(zip(tables.CLAIM_HEAD, row, strict=True))
         metric = claims_lib.metric_of(table, check.claim)
         two_se = None if check.se is None else 2 * check.se
         rows.append([check.claim.id, text["Claim"], text["Where"], check.lhs_cell, check.rhs_cell,

@@ -154,7 +154,8 @@ def test_per_device_batch_spreads_each_cell_over_its_own_devices(monkeypatch):
     assert list(cache) == [plan_cli.cache_key(cfg, 4)]
     assert plan_cli.planned(table, "paper", 8, cache, per_device_batch=32) == compiled
     assert plan_cli.planned(table, "paper", 8, cache) is None  # 8 devices: another program
-    largest = max(compose.config(c, "paper")["trainer"]["batch_size"] for c in registry.load("esam_table1").cells)
+    cells = registry.load("esam_table1").cells
+    largest = max(compose.config(c, "paper")["trainer"]["batch_size"] for c in cells)
     assert largest >= 128 and plan_cli.most_devices(["esam_table1"], "paper", 8, 64) == largest // 64
 
 

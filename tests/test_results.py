@@ -15,7 +15,7 @@ import pytest
 
 from reproduce import registry
 from results import __main__ as cli
-from results import collect, figures, render
+from results import collect, figures, render, tables, writers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TABLE = "looksam_iclr_cifar10"
@@ -126,7 +126,7 @@ def test_never_run_cells_take_cost_and_parameters_from_the_composed_config():
     forced = registry.Cell("r", "c", ("sam=sam_k", "++sam.k=10"), (None,))
     table = dataclasses.replace(registry.load(TABLE), cells=(forced,), base_column=None,
                                 columns=({"id": "c", "label": "C"},))
-    assert render.ideal_cost(table, "c", {}) == pytest.approx(1.1)
+    assert tables.ideal_cost(table, "c", {}) == pytest.approx(1.1)
     assert figures.parameter_value(forced, "sam.k") == 10
     plain = registry.Cell("r", "c", ("sam=looksam",), (None,))
     assert figures.parameter_value(plain, "sam.k") == 5
@@ -134,9 +134,15 @@ def test_never_run_cells_take_cost_and_parameters_from_the_composed_config():
     assert figures.parameter_value(plain, "sam.nonexistent") is None
 
 
-def test_render_and_figures_import_no_loop():
-    """render holds the numbers and texts, figures draws with them, and the writer (results/
-    __main__.py) uses both: no module of the two imports the other back, even inside a function."""
+# The path results take (README's Layout): each module imports only modules before it.
+PIPELINE = ("collect", "claims", "evidence", "tables", "figures", "writers", "render", "sweep",
+            "landscape", "wandb_log", "report", "__main__")
+
+
+def test_results_imports_run_one_way_along_the_pipeline():
+    """collect -> claims -> tables -> figures and writers -> render -> report -> the command line:
+    no module imports one after it (so no circle), even inside a function, and every module is
+    placed on the path."""
     import ast
 
     def imported(module):
@@ -147,13 +153,16 @@ def test_render_and_figures_import_no_loop():
                 names |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("results."):
                 names.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("results.")}
         return names
 
-    assert "figures" not in imported("render") and "__main__" not in imported("render")
-    assert "render" in imported("figures") and "__main__" not in imported("figures")
-    # Only the command line imports the command line: no library module reaches back into it.
-    for module in ("claims", "collect", "evidence", "figures", "landscape", "render", "report", "sweep"):
-        assert "__main__" not in imported(module), module
+    modules = {p.stem for p in (ROOT / "results").glob("*.py")} - {"__init__"}
+    assert modules == set(PIPELINE), "place a new module on PIPELINE"
+    for i, module in enumerate(PIPELINE):
+        later = imported(module) & set(PIPELINE[i:])
+        assert not later, f"results/{module}.py imports {sorted(later)}, at or after it on the path"
+    assert "figures" in imported("render") or "figures" in imported("report")  # the test sees imports
     assert not hasattr(render, "write") and callable(cli.write)
 
 
@@ -409,7 +418,7 @@ def test_html_renders_inline_code_not_backticks(rendered):
     page = paths["html"].read_text()
     assert "`cpu`" in md and "<code>cpu</code>" in page
     assert "`" not in page  # every code span of the Markdown became <code>
-    assert render.inline_html("a `x<y` & `z`") == "a <code>x&lt;y</code> &amp; <code>z</code>"
+    assert writers.inline_html("a `x<y` & `z`") == "a <code>x&lt;y</code> &amp; <code>z</code>"
 
 
 def test_report_indexes_every_table_and_embeds_figures(tmp_path, monkeypatch):
@@ -662,7 +671,7 @@ def test_a_figure_that_cannot_be_drawn_is_an_error_not_an_image(throughput_table
         raise ZeroDivisionError("a drawing bug")
 
     monkeypatch.setitem(figures.DRAWERS, "bars", broken)
-    with pytest.raises(render.DrawError, match=r"its bars plot: ZeroDivisionError: a drawing bug"):
+    with pytest.raises(figures.DrawError, match=r"its bars plot: ZeroDivisionError: a drawing bug"):
         figures.build(table, collect.collect(table, runs, SCALE), runs_dir=runs, scale=SCALE)
     out = tmp_path / "renders"
     code = cli.main(["--tables", str(tmp_path), "render", table.id, "--runs", str(runs), "--scale", SCALE,

@@ -24,7 +24,7 @@ from looksam import tracking
 from reproduce import __main__ as driver
 from reproduce import registry
 from results import __main__ as cli
-from results import collect, render, wandb_log
+from results import collect, tables, wandb_log
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TABLE = "looksam_iclr_cifar10"
@@ -187,7 +187,7 @@ def test_render_logs_the_cells_and_claims_as_wandb_tables(runs, tmp_path, capsys
     assert sam_vs_sgd[0]["verdict"] == "missing" and sam_vs_sgd[0]["d"] is None
     # The dashboard's verdicts are the report's, row for row.
     results = collect.collect(table, runs, "cpu")
-    assert [r["verdict"] for r in claims] == [row[-1] for row in render.claim_rows(table, results)]
+    assert [r["verdict"] for r in claims] == [row[-1] for row in tables.claim_rows(table, results)]
     assert history["_step"] == 0
 
 
