@@ -27,8 +27,10 @@ training runs (results/wandb_log.py, docs/wandb.md).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
+import re
 import sys
 
 from reproduce import registry
@@ -163,9 +165,6 @@ def _record(args) -> int:
 
 
 def _record_throughput(args) -> int:
-    import json
-    import re
-
     table = registry.load(args.table, pathlib.Path(args.tables), reading=args.reading)
     if args.override and not args.variant:
         print("error: --throughput with -o needs --variant NAME: the measurement goes to "
@@ -181,7 +180,7 @@ def _record_throughput(args) -> int:
         print(f"error: {path} exists (a recorded measurement); pass --replace to measure again and "
               "overwrite it", file=sys.stderr)
         return 2
-    from looksam import throughput  # JAX: only when measuring
+    from looksam import throughput  # the trainer and its input pipeline: only when measuring
 
     measured = throughput.measure(table, args.scale, rounds=args.rounds, steps=args.steps,
                                   cells=args.cells, overrides=tuple(args.override or ()),

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from looksam import summary as summary_file
+from looksam import tracking
 from looksam.summary import RunSummary
 from reproduce import registry
 
@@ -181,8 +182,6 @@ def _wandb_status(summary: Mapping, state: str | None) -> str:
 def wandb_filters(table, scale: str) -> dict:
     """The wandb API filter of a table's runs at a scale: its group `<table>/<scale>[/<reading>]`
     (looksam.tracking.group_name), or the table id alone (runs made before that grouping)."""
-    from looksam import tracking
-
     return {"$or": [{"group": tracking.group_name(table.id, scale, table.reading_name)},
                     {"group": table.id}]}
 
@@ -192,7 +191,7 @@ def collect_wandb(table, path: str, scale: str = "cpu", api=None) -> dict[str, C
     finds, of the table's scale and reading (a run's config says which)."""
     if api is None:
         try:
-            import wandb
+            import wandb  # seconds to import, and only for --wandb: loaded when asked for
 
             api = wandb.Api(timeout=30)
         except Exception as e:  # noqa: BLE001 - no key, no network: say so, do not trace back

@@ -24,6 +24,7 @@ import contextlib
 import json
 import pathlib
 
+from looksam import run_identity
 from looksam import summary as summary_file
 from reproduce import compose, registry
 
@@ -43,8 +44,6 @@ def portable(summary: dict) -> dict:
 
 
 def same_run(a: dict, b: dict) -> bool:
-    from looksam import run_identity
-
     return not run_identity.changes(portable({"config": a})["config"], portable({"config": b})["config"])
 
 

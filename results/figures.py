@@ -60,6 +60,7 @@ import weakref
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from looksam import landscape as landscape_lib
 from looksam import summary as summary_file
@@ -388,8 +389,6 @@ def normalised_scatter(fig, table, results, plot, scale, context):
     """Paper and ours in one panel per row, on axes relative to the reference columns: the colour
     is the column (legend), the marker the source (paper: open squares, ours: filled circles, with
     the seeds' std as error bars on both axes)."""
-    from matplotlib.lines import Line2D
-
     refs = normalise_refs(table, plot)
     x, y = _xy_keys(table, plot)
     points = normalised_points(table, results, plot, scale)
@@ -527,6 +526,7 @@ def read_scalars(run_dir, tags) -> dict[str, list[tuple[int, float]]]:
     event_dirs = sorted({p.parent for p in pathlib.Path(run_dir).rglob("events.out.tfevents*")})
     if not event_dirs:
         return {}
+    # TensorBoard's readers (TensorFlow's protos): loaded only for a run that has event files
     from tensorboard.backend.event_processing import event_accumulator as ea
     from tensorboard.util import tensor_util
 
@@ -754,8 +754,6 @@ def _other_table(table, plot, tables_dir, results_for):
     spec = plot.get("points_from")
     if not isinstance(spec, dict) or not spec.get("table"):
         return None
-    from reproduce import registry
-
     try:
         directory = pathlib.Path(tables_dir or registry.TABLES_DIR)
         other = registry.load(spec["table"], directory)

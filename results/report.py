@@ -25,7 +25,7 @@ from looksam import summary as summary_file
 from reproduce import registry
 from results import claims as claims_lib
 from results import collect as collect_lib
-from results import figures, render, tables, writers
+from results import evidence, figures, render, tables, writers
 
 RUN_FILES = (summary_file.FILE, "events.out.tfevents*", "landscape*.npz")
 SWEEPS = "sweeps"  # <out>/sweeps/<table>_<scale>_<row>_<column>/sweep.md: python -m results sweep --out
@@ -72,8 +72,6 @@ def make_commands(table, scale: str, runs) -> list[str]:
     """The commands that make `table`'s runs at `scale` in `runs`: `reproduce run` (into the
     evidence store: in runs/evidence, then `results record`), and for a landscape figure each
     cell's `results landscape` on its first seed."""
-    from results import evidence
-
     into_evidence = pathlib.Path(runs).resolve() == evidence.EVIDENCE_DIR.resolve()
     train = EVIDENCE_RUNS if into_evidence else str(runs)
     reading = table.reading_name

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
+from looksam import run_identity
 from looksam import summary as summary_file
 from results import figures, tables, writers
 from results.collect import mean_std
@@ -49,14 +50,10 @@ def load(directory) -> list[dict]:
 
 
 def _flat(job) -> dict:
-    from looksam import run_identity
-
     return run_identity.flatten(job.get("config") or {})
 
 
 def swept_keys(jobs: Sequence[dict]) -> list[str]:
-    from looksam import run_identity
-
     flats = [_flat(j) for j in jobs if j.get("config")]
     keys = set().union(*flats) if flats else set()
     resumable = tuple(run_identity.RESUMABLE)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from looksam import tracking
 from results import claims as claims_lib
 from results import tables
 
@@ -71,12 +72,10 @@ def log(table, results: Mapping, scale: str, *, project: str, entity: str | None
     """Logs `table`'s cells and claims to a wandb run; returns its directory (offline) or URL
     (online), None when disabled.
     Raises RuntimeError when wandb cannot start the run (no network, no key)."""
-    from looksam import tracking
-
     mode = tracking.wandb_mode(mode)
     if mode == "disabled":
         return None
-    import wandb
+    import wandb  # seconds to import, and only for --wandb-log: loaded when asked for
 
     os.makedirs(out, exist_ok=True)
     checks = claims_lib.check_table(table, results)
