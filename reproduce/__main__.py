@@ -174,6 +174,27 @@ def measured_seconds(evidence_dir) -> dict[tuple[str, str], dict[str, float]]:
     return {k: {c: sum(v) / len(v) for c, v in cells.items()} for k, cells in times.items()}
 
 
+def cpu_flops_rate(evidence_dir, cache: dict) -> dict[str, float]:
+    """The FLOP/s this machine's committed runs reached: per run (a shared copy counts once), its
+    cell's FLOPs per image in the plan at the cpu scale (over plan.CPU_DEVICES devices) x the
+    images it trained / its wall seconds; their median and number ({} without a planned run)."""
+    rates = []
+    for table_id, _, cell_id, s in committed_runs(evidence_dir):
+        batch = ((s.get("config") or {}).get("trainer") or {}).get("batch_size")
+        if s.get("evidence_from") or not batch or not s.get("total_seconds"):
+            continue
+        try:
+            cell = registry.load(table_id).cell(cell_id)
+        except (ValueError, KeyError):  # a table or cell the registry no longer has
+            continue
+        figures = plan.planned_cell(cell, "cpu", plan.CPU_DEVICES, cache)
+        if figures is not None and "error" not in figures:
+            rates.append(figures["flops_per_image"] * s["step"] * batch / s["total_seconds"])
+    if not rates:
+        return {}
+    return {"flops_per_second": sorted(rates)[len(rates) // 2], "runs": len(rates)}
+
+
 def scale_images(scale: str, reference: dict) -> int | None:
     """Training images one ResNet-18 run sees at a scale: measured where a committed run has it,
     else epochs x CIFAR-10's 50,000 for a scale that trains on the whole split."""
@@ -191,19 +212,37 @@ def scale_images(scale: str, reference: dict) -> int | None:
 
 
 
+def list_source(counts: dict[str, int], cells: int) -> str:
+    """How a scale's hours were had: "measured: 3 of 18 cells' committed runs, 15 planned"."""
+    if counts["measured"] == cells:
+        return f"measured: {cells} of {cells} cells' committed runs"
+    if not counts["measured"]:
+        return "planned" if counts["planned"] == cells else "estimated" if not counts["planned"] else (
+            f"{counts['planned']} planned, {counts['estimated']} estimated")
+    rest = [f"{counts[k]} {k}" for k in ("planned", "estimated") if counts[k]]
+    return (f"measured: {counts['measured']} of {cells} cells' committed runs, "
+            + ("the rest estimated" if rest == [f"{counts['estimated']} estimated"] else ", ".join(rest)))
+
+
 def cmd_list(args) -> int:
     cache, profile = plan.load_cache(), plan.hardware(plan.DEFAULT_HARDWARE)
     reference = sgd_reference(registry.EVIDENCE_DIR)
     measured_cells = measured_seconds(registry.EVIDENCE_DIR)
+    tables = list(registry.all_tables().values())
+    cells = [c for t in tables for c in t.cells]
+    compose.configs(cells), compose.configs(cells, "cpu")  # all of them in one Hydra context each
+    rate = cpu_flops_rate(registry.EVIDENCE_DIR, cache)
     if reference:
+        planned = (f"else planned, the cell's FLOPs per image in the plan at the cpu scale "
+                   f"(python -m reproduce plan TABLE --scale cpu --devices {plan.CPU_DEVICES}) at the "
+                   f"median {rate['flops_per_second'] / 1e9:.1f} GFLOP/s that {rate['runs']} committed "
+                   "run(s) reached on 2 CPU cores; " if rate else "")
         print(f"Hours per scale: cpu and afternoon are measured, the mean wall time of each cell's "
-              f"committed runs (evidence/) times the paper's seeds, where a cell has them; else "
-              f"estimated, its method's cost (forward+backward passes per step) x the median "
+              f"committed runs (evidence/) times the paper's seeds, where a cell has them; {planned}"
+              f"else estimated, its method's cost (forward+backward passes per step) x the median "
               f"{1 / reference['seconds_per_image']:.0f} images/s of {reference['runs']} committed "
               f"SGD-M ResNet-18 (width 16) run(s) on 2 CPU cores (other models differ). paper: the "
               f"plan's compiled FLOPs (python -m reproduce plan).\n")
-    tables = list(registry.all_tables().values())
-    compose.configs([c for t in tables for c in t.cells])  # all of them in one Hydra context
     for table in tables:
         print(f"{table.id:<22} {table.paper_name} {table.source}: {len(table.cells)} cells x "
               f"{table.seeds} seed(s)")
@@ -215,16 +254,20 @@ def cmd_list(args) -> int:
             images = scale_images(scale, reference) if reference else None
             if not images and not measured:
                 continue
-            seconds, estimated = 0.0, 0
+            seconds, counts = 0.0, {"measured": 0, "planned": 0, "estimated": 0}
             for cell in table.cells:
+                figures = (plan.planned_cell(cell, "cpu", plan.CPU_DEVICES, cache)
+                           if rate and images and cell.id not in measured else None)
                 if cell.id in measured:
                     seconds += measured[cell.id]
+                    counts["measured"] += 1
+                elif figures is not None and "error" not in figures:
+                    seconds += figures["flops_per_image"] * images / rate["flops_per_second"]
+                    counts["planned"] += 1
                 elif images:
                     seconds += cell_cost(cell) * images * reference["seconds_per_image"]
-                    estimated += 1
-            source = "estimated" if not measured else (
-                f"measured: {len(table.cells) - estimated} of {len(table.cells)} cells' committed runs"
-                + (", the rest estimated" if estimated else ""))
+                    counts["estimated"] += 1
+            source = list_source(counts, len(table.cells))
             ours.append(f"SCALE={scale} ~{seconds * table.seeds / 3600:.1f} h ({source})")
         ours.append(f"SCALE=smoke ~{len(table.cells) * table.seeds * SMOKE_SECONDS_PER_CELL / 60:.0f} min")
         compiled = plan.planned(table, "paper", plan.DEFAULT_DEVICES, cache)

@@ -36,6 +36,7 @@ HARDWARE_DIR = registry.HARDWARE_DIR
 CACHE_FILE = pathlib.Path(__file__).with_name("plan_cache.json")
 DEFAULT_HARDWARE, DEFAULT_MFU = "tpu_v3", 0.4  # the LookSAM papers' chip; a common utilisation
 DEFAULT_DEVICES = 8  # a TPU v3-8 / one 8-GPU node: what `make list-tables` and the README read
+CPU_DEVICES = 2  # the CPU scales' programs, as this 2-core machine runs them (`make list-tables`)
 # Settings that do not change the compiled program: each run's own seed, where it logs and reads,
 # how long it runs (the schedule's length is a constant in the step), how often it evaluates.
 NOT_COMPILED = {"trainer": ("seed", "workdir", "epochs", "max_steps", "eval_batch_size", "eval_every_epochs",
@@ -162,6 +163,13 @@ def planned(table, scale: str, devices: int, cache: dict, per_device_batch: int 
         return None
     return {cell.id: _cell_figures(cache[k], cfg) | {"devices": n}
             for cell, cfg, k, n in zip(table.cells, configs, keys, counts, strict=True)}
+
+
+def planned_cell(cell, scale: str, devices: int, cache: dict) -> dict | None:
+    """One cell's figures from `cache` (None: its program is not there)."""
+    cfg = compose.config(cell, scale)
+    entry = cache.get(cache_key(cfg, devices))
+    return None if entry is None else _cell_figures(entry, cfg) | {"devices": devices}
 
 
 def table_hours(table, compiled: dict, profile: dict, mfu: float) -> tuple[float, int]:

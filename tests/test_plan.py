@@ -275,3 +275,36 @@ def test_list_tables_takes_cpu_scale_hours_from_committed_runs(tmp_path, capsys,
     assert (f"SCALE=afternoon ~{hours:.1f} h (measured: 1 of 18 cells' committed runs, the rest "
             "estimated)") in block
     assert "SCALE=afternoon ~" in out[out.index("esam_table2 "):] and "(estimated)" in out
+
+
+def test_list_tables_plans_the_cpu_scale_cells_without_runs(tmp_path, capsys, monkeypatch):
+    """Cells with no committed runs take their FLOPs per image from the plan at the cpu scale, at
+    the FLOP/s the committed runs reached (the median over runs of FLOPs per image x images / s)."""
+    table = registry.load("esam_table1")
+    flops = {c.id: 1e12 * (1 + i) for i, c in enumerate(table.cells)}  # per step of 128 images
+    cache = {plan_cli.cache_key(compose.config(c, "cpu"), plan_cli.CPU_DEVICES):
+             {"batch_size": 128, "train_examples": 50_000, "dtype": "float32",
+              "branches": {"step": {"flops": flops[c.id], "memory_per_device": {"total": 1}}}}
+             for c in table.cells}
+    sgd = "resnet18_cifar10/sgd"
+    for seed, seconds in enumerate((3600.0, 7200.0)):
+        run = tmp_path / "esam_table1" / "afternoon" / "resnet18_cifar10" / "sgd" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({
+            "status": "completed", "total_seconds": seconds, "step": 1000,
+            "config": {"sam": {"method": "none"}, "model": {"name": "resnet18"},
+                       "trainer": {"batch_size": 128}, "scale": {"name": "afternoon"}}}))
+    monkeypatch.setattr(registry, "EVIDENCE_DIR", tmp_path)
+    monkeypatch.setattr(plan_cli, "load_cache", lambda path=None: cache)
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    # rates: F_sgd / 128 x 128,000 images / 3,600 s and / 7,200 s; the median of two is the larger.
+    rate = flops[sgd] / 128 * 128_000 / 3600
+    assert f"median {rate / 1e9:.1f} GFLOP/s that 2 committed run(s)" in out
+    # afternoon: 128,000 images (the committed run's) per cell, at that rate
+    others = sum(flops[c.id] / 128 * 128_000 / rate for c in table.cells if c.id != sgd)
+    hours = (5400.0 + others) * 3 / 3600
+    block = out[out.index("esam_table1 "):out.index("esam_table2 ")]
+    assert f"SCALE=afternoon ~{hours:.1f} h (measured: 1 of 18 cells' committed runs, 17 planned)" in block
+    cpu_hours = sum(flops[c.id] / 128 * 3 * 50_000 / rate for c in table.cells) * 3 / 3600
+    assert f"SCALE=cpu ~{cpu_hours:.1f} h (planned)" in block
