@@ -297,10 +297,9 @@ def make_mesh(t):
                          f"{jax.local_device_count()} {jax.devices()[0].platform} device(s); choose "
                          f"1 to {jax.local_device_count()}, or null for all of them")
     devices = jax.devices()[: t.num_devices] if t.num_devices else jax.devices()
-    for key in ("batch_size", "eval_batch_size"):
-        if t[key] % len(devices):
-            raise ValueError(f"trainer.{key}={t[key]} must divide over the {len(devices)} devices "
-                             f"of {jax.process_count()} process(es)")
+    if t.batch_size % len(devices):
+        raise ValueError(f"trainer.batch_size={t.batch_size} must divide over the {len(devices)} devices "
+                         f"of {jax.process_count()} process(es)")
     mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,))
     return devices, NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
@@ -356,14 +355,21 @@ class Inputs:
                 **self.tfds_kw))
         return pipeline.prefetch_to_devices(batches, self.sharding)
 
+    def eval_batch_size(self) -> int:
+        """trainer.eval_batch_size rounded up to a multiple of the devices: the last batch is
+        padded and masked anyway, so the size changes nothing computed (2,048 chips, the LookSAM
+        64k runs' slice, and the default 1,024 make one batch of 2,048)."""
+        n = self.sharding.mesh.size
+        return -(-self.cfg.trainer.eval_batch_size // n) * n
+
     def eval(self, split: str | None):
-        d, t = self.cfg.data, self.cfg.trainer
+        d = self.cfg.data
         if d.mock:
-            batches = synthetic.eval_batches(d.mock_examples, global_batch=t.eval_batch_size,
+            batches = synthetic.eval_batches(d.mock_examples, global_batch=self.eval_batch_size(),
                                              split=split or self.spec.eval_split, **self.mock_kw)
         else:
             batches = pipeline.as_numpy(pipeline.eval_dataset(
-                d.name, global_batch=t.eval_batch_size, split=split, **self.tfds_kw))
+                d.name, global_batch=self.eval_batch_size(), split=split, **self.tfds_kw))
         return pipeline.prefetch_to_devices(batches, self.sharding)
 
 

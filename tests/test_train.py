@@ -166,6 +166,20 @@ def test_hooks_are_called_every_step_and_around_each_phase(tmp_path):
                                + ["eval", "checkpoint"])
 
 
+def test_an_eval_batch_that_does_not_divide_over_the_devices_is_rounded_up(tmp_path):
+    """12 over 8 devices evaluates in batches of 16, padded and masked: the same accuracy and loss
+    as batches of 8 (the papers' 2,048-chip slice and the default 1,024 alike)."""
+    results = []
+    for eval_batch in (8, 12):
+        workdir = str(tmp_path / f"eval{eval_batch}")
+        cfg = cfg_for(workdir, "trainer.num_devices=8", f"scale.eval_batch_size={eval_batch}")
+        assert train.Inputs(config.scaled_config(cfg), train.make_mesh(
+            config.scaled_config(cfg).trainer)[2]).eval_batch_size() == {8: 8, 12: 16}[eval_batch]
+        summary = train.run(cfg, workdir)
+        results.append((summary["final_test_accuracy"], summary["final_test_loss"]))
+    assert results[1] == pytest.approx(results[0], rel=1e-6)
+
+
 def test_eight_devices_equal_one(tmp_path):
     assert len(jax.devices()) == 8, "tests/conftest.py asks for 8 CPU devices"
     states = []
