@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import pathlib
 import sys
 
@@ -106,8 +107,11 @@ def load_cache(path: pathlib.Path = CACHE_FILE) -> dict:
 
 
 def save_cache(cache: dict, path: pathlib.Path = CACHE_FILE) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    """Adds `cache` to the file's entries: a plan running beside another keeps the other's too."""
+    merged = {**load_cache(path), **cache}
+    cache.update(merged)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)  # a plan stopped half-way never leaves a torn cache
 
 

@@ -133,6 +133,9 @@ def test_the_cache_compiles_once_and_keys_what_compiles(tmp_path, monkeypatch):
     path = tmp_path / "cache.json"
     plan_cli.save_cache(cache, path)
     assert plan_cli.load_cache(path) == json.loads(json.dumps(cache))
+    # a plan running beside another keeps the other's entries: each save adds to the file's
+    plan_cli.save_cache({"other": program}, path)
+    assert set(plan_cli.load_cache(path)) == set(cache) | {"other"}
 
 
 def test_per_device_batch_spreads_each_cell_over_its_own_devices(monkeypatch):
