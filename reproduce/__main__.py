@@ -214,14 +214,13 @@ def scale_images(scale: str, reference: dict) -> int | None:
 
 def list_source(counts: dict[str, int], cells: int) -> str:
     """How a scale's hours were had: "measured: 3 of 18 cells' committed runs, 15 planned"."""
-    if counts["measured"] == cells:
-        return f"measured: {cells} of {cells} cells' committed runs"
-    if not counts["measured"]:
-        return "planned" if counts["planned"] == cells else "estimated" if not counts["planned"] else (
-            f"{counts['planned']} planned, {counts['estimated']} estimated")
-    rest = [f"{counts[k]} {k}" for k in ("planned", "estimated") if counts[k]]
-    return (f"measured: {counts['measured']} of {cells} cells' committed runs, "
-            + ("the rest estimated" if rest == [f"{counts['estimated']} estimated"] else ", ".join(rest)))
+    rest = {k: counts[k] for k in ("planned", "estimated") if counts[k]}
+    if not counts["measured"]:  # one kind alone is named without its count
+        return next(iter(rest)) if len(rest) == 1 else ", ".join(f"{n} {k}" for k, n in rest.items())
+    measured = f"measured: {counts['measured']} of {cells} cells' committed runs"
+    if list(rest) == ["estimated"]:
+        return f"{measured}, the rest estimated"
+    return ", ".join([measured, *(f"{n} {k}" for k, n in rest.items())])
 
 
 def cmd_list(args) -> int:
@@ -248,6 +247,9 @@ def cmd_list(args) -> int:
               f"{table.seeds} seed(s)")
         print(f"    paper: {table.hardware}; {table.paper_time}")
         ours = []
+        # both CPU scales train the cpu preset's programs: each cell's plan, looked up once
+        cpu_plan = {c.id: plan.planned_cell(c, "cpu", plan.CPU_DEVICES, cache) if rate else None
+                    for c in table.cells}
         for scale in ("cpu", "afternoon"):
             # a cell's committed runs where it has them, else its method's cost x the SGD-M reference
             measured = measured_cells.get((table.id, scale), {})
@@ -256,8 +258,7 @@ def cmd_list(args) -> int:
                 continue
             seconds, counts = 0.0, {"measured": 0, "planned": 0, "estimated": 0}
             for cell in table.cells:
-                figures = (plan.planned_cell(cell, "cpu", plan.CPU_DEVICES, cache)
-                           if rate and images and cell.id not in measured else None)
+                figures = cpu_plan[cell.id] if rate and images else None
                 if cell.id in measured:
                     seconds += measured[cell.id]
                     counts["measured"] += 1

@@ -160,18 +160,17 @@ def compile_cells(table, scale: str, devices: int, cache: dict, progress=print, 
 
 def planned(table, scale: str, devices: int, cache: dict, per_device_batch: int | None = None) -> dict | None:
     """Cell id -> the cell's figures when every cell's program is in `cache`, else None."""
-    configs = compose.configs(table.cells, scale)
-    counts = [device_count(cfg, devices, per_device_batch) for cfg in configs]
-    keys = [cache_key(cfg, n) for cfg, n in zip(configs, counts, strict=True)]
-    if not all(k in cache for k in keys):
-        return None
-    return {cell.id: _cell_figures(cache[k], cfg) | {"devices": n}
-            for cell, cfg, k, n in zip(table.cells, configs, keys, counts, strict=True)}
+    figures = {cell.id: _cached_figures(cfg, device_count(cfg, devices, per_device_batch), cache)
+               for cell, cfg in zip(table.cells, compose.configs(table.cells, scale), strict=True)}
+    return None if any(f is None for f in figures.values()) else figures
 
 
 def planned_cell(cell, scale: str, devices: int, cache: dict) -> dict | None:
     """One cell's figures from `cache` (None: its program is not there)."""
-    cfg = compose.config(cell, scale)
+    return _cached_figures(compose.config(cell, scale), devices, cache)
+
+
+def _cached_figures(cfg: dict, devices: int, cache: dict) -> dict | None:
     entry = cache.get(cache_key(cfg, devices))
     return None if entry is None else _cell_figures(entry, cfg) | {"devices": devices}
 
