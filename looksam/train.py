@@ -169,6 +169,14 @@ def evaluate(eval_step, state, batches, prefix: str = "test") -> dict[str, float
     return {f"{prefix}_{k}": float(v) for k, v in total.compute().items()}
 
 
+def _write_stderr(line: str):
+    """Async-signal-safe: no Python-level buffer, so no reentrant write from a handler."""
+    try:
+        os.write(2, (line + "\n").encode())
+    except OSError:
+        pass
+
+
 class PreemptionNotice:
     """True at the step where the job should checkpoint and exit because it is being preempted.
 
@@ -186,20 +194,21 @@ class PreemptionNotice:
     def __init__(self):
         self.multiprocess = jax.process_count() > 1
         self.signum: int | None = None
+        self._logged = False
         self._previous: dict[int, Any] = {}
         if not self.multiprocess and threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
 
     def _on_signal(self, signum, frame):
+        # A handler runs between any two bytecodes, possibly inside a logging handler's flush of
+        # the same file ("reentrant call inside BufferedWriter"): it only writes straight to fd 2
+        # and sets the flag; the loop logs the notice when it next looks (`__call__`).
         del frame
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            log.warning("second Ctrl-C: stopping now; the last complete checkpoint is kept")
-            logging.shutdown()
+            _write_stderr("second Ctrl-C: stopping now; the last complete checkpoint is kept")
             os._exit(128 + signal.SIGINT)
         if signum == signal.SIGINT:
-            log.warning("Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again to stop at once)")
-        else:
-            log.warning("received signal %d: saving a checkpoint at the end of this step", signum)
+            _write_stderr("Ctrl-C: saving a checkpoint at the end of this step (again: stop at once)")
         self.signum = signum
 
     @property
@@ -210,6 +219,9 @@ class PreemptionNotice:
         if self.multiprocess:
             if multihost_utils.reached_preemption_sync_point(step):
                 self.signum = signal.SIGTERM
+        if self.signum is not None and not self._logged:
+            self._logged = True
+            log.warning("%s: saving a checkpoint at step %d", self.reason, step)
         return self.signum is not None
 
     def close(self):

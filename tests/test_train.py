@@ -386,6 +386,24 @@ def test_a_progress_line_every_30_seconds_leaves_the_recorded_metrics_alone(tmp_
     assert chatty["history"] == quiet["history"]
 
 
+def test_the_signal_handler_leaves_logging_to_the_loop(caplog, capfd):
+    """A signal can land while a logging handler is flushing train.log; logging again from the
+    handler then fails ("reentrant call inside BufferedWriter", seen in CI). So the handler only
+    writes to fd 2 and the loop logs the notice, once, at the step it checkpoints."""
+    import signal
+
+    notice = train.PreemptionNotice()
+    try:
+        with caplog.at_level(logging.WARNING, logger="looksam.train"):
+            notice._on_signal(signal.SIGINT, None)
+            assert caplog.records == []
+            assert "Ctrl-C: saving a checkpoint" in capfd.readouterr().err
+            assert notice(7) and notice(8)
+        assert [r.getMessage() for r in caplog.records] == ["Ctrl-C: saving a checkpoint at step 7"]
+    finally:
+        notice.close()
+
+
 def test_a_second_ctrl_c_stops_at_once_and_the_first_exits_130(monkeypatch):
     """Two Ctrl-Cs in a row reach a process as one signal, so the handler is driven directly: the
     first asks for a checkpoint, the second exits at once with 130; after the checkpoint the first
