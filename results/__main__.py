@@ -142,7 +142,7 @@ def _claims(args) -> int:
           f"{claims.summary_line(checks)}")
     if not table.claims:
         print(f"no claims: {table.claims_reason}")
-    for row in tables.claim_rows(table, results):
+    for row in tables.claim_rows(table, results, checks):
         print("  " + " | ".join(row))
     bad = claims.failed(checks)
     if args.strict and bad:

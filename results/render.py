@@ -36,7 +36,7 @@ def markdown(table, results, scale: str, source: str, images: tuple[str, ...] = 
     if table.claims:
         checks = claims_lib.check_table(table, results)
         lines += [f"{claims_lib.summary_line(checks)}. {CLAIMS_LEGEND}", ""]
-        lines += writers.markdown_table(tables.claims_table(table, results)) + [""]
+        lines += writers.markdown_table(tables.claims_table(table, results, checks)) + [""]
         lines += _bullets(claim_notes(table)) + [""]
     else:
         lines += [f"None to check: {writers._md(table.claims_reason or '')}", ""]
@@ -81,7 +81,7 @@ def section(table, results, scale: str, source: str, images: tuple[str, ...] = (
         header=header_lines(table, results, scale, source), caption=(table.caption or "").strip(),
         grid=tables.paper_table(table, results), cost=cost, cost_caption=cost_caption(table) if cost else "",
         claims_line=f"{claims_lib.summary_line(checks)}. {CLAIMS_LEGEND}" if table.claims else "",
-        claims_table=tables.claims_table(table, results) if table.claims else None,
+        claims_table=tables.claims_table(table, results, checks) if table.claims else None,
         legend=legend, claim_notes=claim_notes(table), claims_reason=table.claims_reason or "",
         incomplete=incomplete(table, results), notes=[" ".join(n.split()) for n in table.notes])
 

@@ -378,10 +378,11 @@ def _ours_values(values, metric) -> str:
     return f"{fmt(mean * metric.scale, spec)} ± {fmt(sd * metric.scale, spec)} (n={len(values)})"
 
 
-def claim_rows(table, results) -> list[list[str]]:
-    """One row per claim and pair of cells, as plain text (every output format escapes it)."""
+def claim_rows(table, results, checks=None) -> list[list[str]]:
+    """One row per claim and pair of cells, as plain text (every output format escapes it);
+    checks: claims.check_table's, where the caller has them already."""
     rows = []
-    for c in claims_lib.check_table(table, results):
+    for c in claims_lib.check_table(table, results) if checks is None else checks:
         metric = claims_lib.metric_of(table, c.claim)
         spec = metric_spec(metric)
         other = "row" if c.claim.axis == "column" else "column"
@@ -485,8 +486,8 @@ def cost_table(table, results) -> Table | None:
     return Table.of(cost_head(results), rows) if rows else None
 
 
-def claims_table(table, results) -> Table:
-    rows = claim_rows(table, results)
+def claims_table(table, results, checks=None) -> Table:
+    rows = claim_rows(table, results, checks)
     return Table(tuple(CLAIM_HEAD), tuple(
         Row(tuple(Cell.of(x) for x in row[:-1]) + (Cell.of(row[-1], kind=verdict_kind(row[-1])),))
         for row in rows))

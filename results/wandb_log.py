@@ -56,7 +56,7 @@ def claim_rows(table, results: Mapping) -> list[list]:
     """One row per claim and pair of cells: the report's texts and verdict, d and 2 SE as numbers."""
     rows = []
     checks = claims_lib.check_table(table, results)
-    shown = tables.claim_rows(table, results)  # the same checks, in the same order, as rendered
+    shown = tables.claim_rows(table, results, checks)  # the rendered text of the same checks
     for check, row in zip(checks, shown, strict=True):
         text = dict(zip(tables.CLAIM_HEAD, row, strict=True))
         metric = claims_lib.metric_of(table, check.claim)
