@@ -258,7 +258,7 @@ def cmd_list(args) -> int:
                 continue
             seconds, counts = 0.0, {"measured": 0, "planned": 0, "estimated": 0}
             for cell in table.cells:
-                figures = cpu_plan[cell.id] if rate and images else None
+                figures = cpu_plan[cell.id] if images else None  # None without a FLOP/s rate
                 if cell.id in measured:
                     seconds += measured[cell.id]
                     counts["measured"] += 1
