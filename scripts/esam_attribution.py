@@ -8,7 +8,9 @@ attribution of ESAM > SAM's failure (docs/evidence.md, "ESAM at afternoon").
 Per cell: its reading, the seeds completed, final test accuracy (mean ± sample std over the
 completed seeds), test accuracy and mean train loss at epoch 25 (the first evaluation) and the
 final train loss (means over every seed that reached them, partial runs included, their count in
-brackets), and images/s (the runs' own, of different days: not a speed comparison). Summaries are
+brackets), images/s (the runs' own, of different days: not a speed comparison), and the final
+test accuracy against the same reading's SAM cell: d ± 2 SE in points and the verdict of "cell >
+SAM" by the claims' one rule (results/claims.py; "1 seed" where a side has one). Summaries are
 read through results.collect, the layout is reproduce.registry's.
 """
 
@@ -21,7 +23,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from reproduce import registry  # noqa: E402
-from results import collect, evidence  # noqa: E402
+from results import claims, collect, evidence  # noqa: E402
 
 # (table, reading, cell, sweep point or None): SGD-M, SAM and ESAM in both readings, the
 # ablation columns, and SAM at ESAM's radius rho / beta = 0.05 / 0.6.
@@ -37,6 +39,7 @@ CELLS = [
     ("esam_table1", "code", "resnet18_cifar10/esam", None),
 ]
 EPOCH = 25.0
+SAM = "resnet18_cifar10/sam"
 
 
 def mean_text(values, scale=1.0, fmt=".2f", spread=False) -> str:
@@ -47,24 +50,41 @@ def mean_text(values, scale=1.0, fmt=".2f", spread=False) -> str:
     return f"{text} ({len(values)})"
 
 
-def row(root, scale, table, reading, cell, variant) -> str | None:
+def finals(root, scale, table, reading, cell, variant) -> tuple[list, list]:
+    """(every seed's summary that has one, as (status, summary)), the completed seeds' final test %)."""
     r, c = cell.split("/")
     cell_dir = registry.run_dir(root, table, scale, r, c, 0, variant, reading).parent
     seeds = [collect.read_seed(p) for p in sorted(cell_dir.glob("seed*")) if p.is_dir()]
     seeds = [(status, s) for status, s in seeds if s]
+    return seeds, [100 * s["final_test_accuracy"] for status, s in seeds if status == "completed"]
+
+
+def against(values, sam_values) -> str:
+    """`values > sam_values` by the claims' rule: d ± 2 SE (points) and the verdict."""
+    result, d, se = claims.verdict(">", values, sam_values)
+    if d is None:
+        return "—"
+    return f"{d:+.2f}" + (f" ± {2 * se:.2f}" if se is not None else "") + f" ({result})"
+
+
+def row(root, scale, table, reading, cell, variant) -> str | None:
+    seeds, final = finals(root, scale, table, reading, cell, variant)
     if not seeds:
         return None
     done = [s for status, s in seeds if status == "completed"]
     at = [h for _, s in seeds for h in s.get("history") or [] if h.get("epoch") == EPOCH]
     partial = [f"{status} at step {s.get('step')}" for status, s in seeds if status != "completed"]
+    is_sam = cell == SAM and variant is None
+    sam_final = [] if is_sam else finals(root, scale, "esam_table1", reading, SAM, None)[1]
     return " | ".join([
         reading or registry.PAPER, f"{cell}{'/' + variant if variant else ''}",
         f"{len(done)}" + (f" (+ {', '.join(partial)})" if partial else ""),
-        mean_text([s["final_test_accuracy"] for s in done], 100, spread=True),
+        mean_text(final, 1, spread=True),
         mean_text([h["test_accuracy"] for h in at], 100),
         mean_text([h["train_loss"] for h in at if h.get("train_loss") is not None], 1, ".3f"),
         mean_text([s["final_train_loss"] for s in done], 1, ".4f"),
-        mean_text([s["images_per_sec"] for s in done], 1, ".0f")])
+        mean_text([s["images_per_sec"] for s in done], 1, ".0f"),
+        against(final, sam_final)])
 
 
 def main(argv=None) -> int:
@@ -73,8 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--scale", default="afternoon", choices=registry.scale_names())
     args = p.parse_args(argv)
     print("| reading | cell | seeds completed | final test % | test % at epoch 25 | train loss at "
-          "epoch 25 | final train loss | images/s |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+          "epoch 25 | final train loss | images/s | cell > SAM: final test % d ± 2 SE (verdict) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for spec in CELLS:
         line = row(args.runs, args.scale, *spec)
         if line:
