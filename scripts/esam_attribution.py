@@ -51,7 +51,7 @@ def mean_text(values, scale=1.0, fmt=".2f", spread=False) -> str:
 
 
 def finals(root, scale, table, reading, cell, variant) -> tuple[list, list]:
-    """(every seed's summary that has one, as (status, summary)), the completed seeds' final test %)."""
+    """((status, summary) of every seed that has a summary, the completed seeds' final test %)."""
     r, c = cell.split("/")
     cell_dir = registry.run_dir(root, table, scale, r, c, 0, variant, reading).parent
     seeds = [collect.read_seed(p) for p in sorted(cell_dir.glob("seed*")) if p.is_dir()]
@@ -67,15 +67,14 @@ def against(values, sam_values) -> str:
     return f"{d:+.2f}" + (f" ± {2 * se:.2f}" if se is not None else "") + f" ({result})"
 
 
-def row(root, scale, table, reading, cell, variant) -> str | None:
+def row(root, scale, sam_final, table, reading, cell, variant) -> str | None:
+    """One cell's line; sam_final: its reading's SAM cell's final test % (None: this is that cell)."""
     seeds, final = finals(root, scale, table, reading, cell, variant)
     if not seeds:
         return None
     done = [s for status, s in seeds if status == "completed"]
     at = [h for _, s in seeds for h in s.get("history") or [] if h.get("epoch") == EPOCH]
     partial = [f"{status} at step {s.get('step')}" for status, s in seeds if status != "completed"]
-    is_sam = cell == SAM and variant is None
-    sam_final = [] if is_sam else finals(root, scale, "esam_table1", reading, SAM, None)[1]
     return " | ".join([
         reading or registry.PAPER, f"{cell}{'/' + variant if variant else ''}",
         f"{len(done)}" + (f" (+ {', '.join(partial)})" if partial else ""),
@@ -84,7 +83,7 @@ def row(root, scale, table, reading, cell, variant) -> str | None:
         mean_text([h["train_loss"] for h in at if h.get("train_loss") is not None], 1, ".3f"),
         mean_text([s["final_train_loss"] for s in done], 1, ".4f"),
         mean_text([s["images_per_sec"] for s in done], 1, ".0f"),
-        against(final, sam_final)])
+        against(final, sam_final) if sam_final is not None else "—"])
 
 
 def main(argv=None) -> int:
@@ -95,8 +94,12 @@ def main(argv=None) -> int:
     print("| reading | cell | seeds completed | final test % | test % at epoch 25 | train loss at "
           "epoch 25 | final train loss | images/s | cell > SAM: final test % d ± 2 SE (verdict) |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    sam_final = {reading: finals(args.runs, args.scale, "esam_table1", reading, SAM, None)[1]
+                 for reading in {spec[1] for spec in CELLS}}  # read once per reading, not per row
     for spec in CELLS:
-        line = row(args.runs, args.scale, *spec)
+        _, reading, cell, variant = spec
+        is_sam = cell == SAM and variant is None
+        line = row(args.runs, args.scale, None if is_sam else sam_final[reading], *spec)
         if line:
             print(f"| {line} |")
     return 0
