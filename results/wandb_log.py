@@ -52,10 +52,10 @@ def cell_rows(table, results: Mapping) -> list[list]:
     return rows
 
 
-def claim_rows(table, results: Mapping) -> list[list]:
-    """One row per claim and pair of cells: the report's texts and verdict, d and 2 SE as numbers."""
+def wandb_claim_rows(table, results: Mapping, checks) -> list[list]:
+    """One row per claim and pair of cells: the report's texts and verdict, d and 2 SE as numbers.
+    `checks` is claims.check_table(table, results), computed once by the caller."""
     rows = []
-    checks = claims_lib.check_table(table, results)
     shown = tables.claim_rows(table, results, checks)  # the rendered text of the same checks
     for check, row in zip(checks, shown, strict=True):
         text = dict(zip(tables.CLAIM_HEAD, row, strict=True))
@@ -93,7 +93,7 @@ def log(table, results: Mapping, scale: str, *, project: str, entity: str | None
     where = os.path.dirname(run.dir) if mode == "offline" else run.url
     try:
         run.log({"cells": wandb.Table(columns=CELL_COLUMNS, data=cell_rows(table, results)),
-                 "claims": wandb.Table(columns=CLAIM_COLUMNS, data=claim_rows(table, results))})
+                 "claims": wandb.Table(columns=CLAIM_COLUMNS, data=wandb_claim_rows(table, results, checks))})
         counts: dict[str, int] = {}
         for check in checks:
             verdict = check.verdict.split(",")[0]
