@@ -28,7 +28,8 @@ ADDED_LATER = ("data.cutout", "data.cutout_probability", "sam.selection", "sam.b
 
 
 @functools.cache
-def _added_later_defaults() -> dict:
+def added_later_defaults() -> dict:
+    """ADDED_LATER's keys (flat) -> the schema's defaults: what a run recorded before them ran with."""
     from looksam import config  # the schema holds the defaults
 
     schema = OmegaConf.structured(config.Config)
@@ -56,7 +57,7 @@ def changes(recorded: dict, current: dict) -> list[str]:
     Keys on one side only count too: a free-form dict such as model.kwargs gains or loses keys.
     """
     old, new = flatten(recorded), flatten(current)
-    for key, default in _added_later_defaults().items():
+    for key, default in added_later_defaults().items():
         if (key in old) != (key in new):  # one side was recorded before the key existed
             (new if key in old else old)[key] = default
 

@@ -1,11 +1,14 @@
 """Renders any multirun over its swept keys: `python -m results sweep <dir>`.
 
-Every summary.json under <dir> is one job (a copy the evidence store made of a run recorded
-elsewhere, marked `evidence_from`, is not). The swept keys are the config keys whose values differ
-between jobs (the seed, labels and where a job ran aside). One key: a table of its values; two:
-a grid, plus a heatmap PNG. Each entry: mean ± sample std over trainer.seed of the validation
-accuracy (what a choice is made on) and of the final test accuracy, the number of completed seeds,
-and every job that failed or diverged, marked as such.
+Every summary.json under <dir> is one job. A copy the evidence store made of a run (marked
+`evidence_from`) counts only when the run itself is not under <dir> too: a cell whose base point
+lives in another table (ESAM Table 1's SAM, run as the ICLR table's) keeps it beside its sweep
+points, and a point recorded again as the cell's run counts once. The swept keys are the config
+keys whose values differ between jobs (the seed, labels and where a job ran aside; a setting a
+run predates reads as its default). One key: a table of its values; two: a grid, plus a heatmap
+PNG. Each entry: mean ± sample std over trainer.seed of the validation accuracy (what a choice is
+made on) and of the final test accuracy, the number of completed seeds, and every job that failed
+or diverged, marked as such.
 """
 
 from __future__ import annotations
@@ -40,17 +43,19 @@ def extra_value(job, key):
 
 
 def load(directory) -> list[dict]:
-    jobs = []
+    runs, copies = [], []
     for path in sorted(pathlib.Path(directory).rglob(summary_file.FILE)):
         summary = summary_file.read(path.parent)
-        if summary.evidence_from:  # a recorded copy of a run kept elsewhere: not a job
-            continue
-        jobs.append({**summary, "status": summary.status, "_path": str(path.parent)})
-    return jobs
+        job = {**summary, "status": summary.status, "_path": str(path.parent)}
+        (copies if summary.evidence_from else runs).append(job)
+    # same config (seed included, labels and paths aside: run_identity.changes) = the same run
+    return runs + [c for c in copies if not any(
+        not run_identity.changes(c.get("config") or {}, r.get("config") or {}) for r in runs)]
 
 
 def _flat(job) -> dict:
-    return run_identity.flatten(job.get("config") or {})
+    flat = run_identity.flatten(job.get("config") or {})
+    return {**run_identity.added_later_defaults(), **flat} if flat else flat
 
 
 def swept_keys(jobs: Sequence[dict]) -> list[str]:

@@ -108,6 +108,30 @@ def test_one_key_table_with_seeds_and_failures(tmp_path):
     assert "| 0.7 | validation — · test — (n=0) ✗ seed0 diverged |" in text
 
 
+def test_a_copy_counts_unless_its_run_is_in_the_sweep_too(tmp_path):
+    # The evidence store's copies (evidence_from): a base point kept in another table's folder is
+    # the only record of that point here and counts; a point recorded again as the cell's run does not.
+    def copy(name, **kw):
+        job(tmp_path, name, **kw)
+        path = tmp_path / name / "summary.json"
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), evidence_from="elsewhere/seed0")))
+
+    copy("seed0", val=0.66, test=0.67, rho=0.05, seed=0)  # its run is in another table's folder
+    copy("seed1", val=0.60, test=0.61, rho=0.05, seed=1)  # its run is in another table's folder
+    job(tmp_path, "sam.rho=0.083/seed0", val=0.70, test=0.71, rho=0.083, seed=0)
+    # a run recorded after sam.selection existed, at its default: the same setting as the older runs
+    path = tmp_path / "sam.rho=0.083/seed0/summary.json"
+    s = json.loads(path.read_text())
+    s["config"]["sam"]["selection"] = "ceil"
+    path.write_text(json.dumps(s))
+    copy("again/seed0", val=0.70, test=0.71, rho=0.083, seed=0)  # the same run as the line above
+    text = sweep.markdown(tmp_path)
+    assert "3 job(s); swept: sam.rho." in text
+    # (66 + 60) / 2 = 63, (67 + 61) / 2 = 64, sample std of each pair sqrt(18) = 4.24
+    assert "| 0.05 | validation 63.00 ± 4.24 · test 64.00 ± 4.24 (n=2) |" in text
+    assert "| 0.083 | validation 70.00 · test 71.00 (n=1) |" in text
+
+
 def test_train_loss_and_lookSAM_drift_follow_the_accuracies(tmp_path):
     job(tmp_path, "a/s0", val=0.70, test=0.69, alpha=0.1, seed=0)
     path = tmp_path / "a/s0/summary.json"
